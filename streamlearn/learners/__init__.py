@@ -1,0 +1,79 @@
+"""Learners behind one contract (see ``base.Learner``): the daemon never knows which one it drives.
+
+>>> from streamlearn.learners import make_learner, mlp
+>>> learner = make_learner("mer", mlp(4, 3, hidden=(8,)), n_classes=3, memories=5)
+>>> learner.name, learner.default_batch_size
+('mer', 1)
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
+
+from torch import nn
+
+from streamlearn.errors import ConfigError
+
+from streamlearn.learners.base import Learner, UpdateStats
+from streamlearn.learners.er import ER
+from streamlearn.learners.lamaml import CMAML, LaMAML
+from streamlearn.learners.mer import MER
+from streamlearn.learners.nets import build_model, mlp, small_cnn
+from streamlearn.learners.sgd import SGD
+
+LEARNERS: dict[str, type[Learner]] = {cls.name: cls for cls in (SGD, ER, MER, LaMAML, CMAML)}
+
+
+_NOT_HPARAMS = {"self", "model", "n_classes"}
+
+
+def hparam_types(name: str) -> dict[str, Any]:
+    """The keyword arguments of a learner and their annotated types (the config maps 1:1 onto them)."""
+    cls = LEARNERS[name]
+    hints = typing.get_type_hints(cls.__init__)
+    params = inspect.signature(cls.__init__).parameters
+    return {k: hints.get(k, Any) for k in params if k not in _NOT_HPARAMS}
+
+
+def _accepts(tp: Any, value: Any) -> bool:
+    if tp is Any:
+        return True
+    args = typing.get_args(tp)
+    if args and type(None) in args:  # Optional[X] / X | None
+        return value is None or any(_accepts(a, value) for a in args if a is not type(None))
+    if args:  # a union such as str | torch.device
+        return any(_accepts(a, value) for a in args)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def make_learner(name: str, model: nn.Module, *, n_classes: int, **hparams: Any) -> Learner:
+    """Build a learner by name; unknown names, unknown or mistyped hyper-parameters are errors."""
+    if name not in LEARNERS:
+        raise ConfigError(f"unknown learner {name!r}; expected one of {sorted(LEARNERS)}", key="learner")
+    types = hparam_types(name)
+    for key, value in hparams.items():
+        if key not in types:
+            raise ConfigError(
+                f"unknown hyper-parameter for learner {name!r}; expected one of {sorted(types)}", key=key
+            )
+        if not _accepts(types[key], value):
+            raise ConfigError(
+                f"expected {_type_name(types[key])}, got {type(value).__name__} {value!r}", key=key
+            )
+    return LEARNERS[name](model, n_classes=n_classes, **hparams)
+
+
+__all__ = [
+    "CMAML", "ER", "LEARNERS", "MER", "SGD", "LaMAML", "Learner", "UpdateStats", "build_model",
+    "hparam_types", "make_learner", "mlp", "small_cnn",
+]

@@ -1,0 +1,153 @@
+"""The contract every learner honours, so the daemon never knows which one it drives.
+
+A learner owns a model and (if it replays) a reservoir buffer. It learns from a micro-batch of
+tensors, predicts probabilities, and round-trips its whole state through ``state_dict`` — tensors
+and plain Python values only, so a checkpoint loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamlearn.learners import functional as F_
+from streamlearn.replay import ReservoirBuffer
+
+
+@dataclass
+class UpdateStats:
+    """What one call to ``learn`` reports; the daemon turns it into metrics."""
+
+    n: int
+    loss: float
+    # Cosine / dot product between the gradient on the incoming batch and on a replay sample,
+    # measured at the parameters before the update (None when not measured this update).
+    alignment_cos: float | None = None
+    alignment_dot: float | None = None
+    # La-MAML: statistics of the effective per-parameter learning rates relu(alpha).
+    lr_stats: dict[str, float] = field(default_factory=dict)
+
+
+class Learner:
+    """Base class: model, device, seeded RNGs, prediction and the state round-trip."""
+
+    name: ClassVar[str] = "base"
+    #: micro-batch size the daemon feeds by default (MER learns one example at a time).
+    default_batch_size: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_classes: int,
+        device: str = "cpu",
+        seed: int = 0,
+        alignment_every: int = 0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.n_classes = int(n_classes)
+        self.seed = int(seed)
+        self.alignment_every = int(alignment_every)
+        self.updates = 0
+        self.examples = 0
+        # One generator for the learner's own random choices (batch shuffles); the buffer has
+        # its own, and alignment probes use a third so measuring never changes what is learned.
+        self.rng = np.random.Generator(np.random.PCG64([seed, 1]))
+        self._probe_rng = np.random.Generator(np.random.PCG64([seed, 2]))
+        self.buffer: ReservoirBuffer | None = None
+        n_inputs = F_.infer_n_inputs(model)
+        self.n_inputs = n_inputs
+
+    # -- the contract -------------------------------------------------------------------------
+    def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None = None) -> UpdateStats:
+        """Learn from a micro-batch: ``x`` float (n, n_inputs), ``y`` long (n,)."""
+        x = x.to(self.device, torch.float32)
+        y = y.to(self.device, torch.long)
+        probe = self._alignment_probe(x, y) if self._alignment_due() else None
+        stats = self._learn(x, y, task)
+        self.updates += 1
+        self.examples += int(x.shape[0])
+        if probe is not None:
+            stats.alignment_cos, stats.alignment_dot = probe
+        return stats
+
+    def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (n, n_classes); never changes the model."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            logits = self.model(x.to(self.device, torch.float32))
+        finally:
+            self.model.train(was_training)
+        return torch.softmax(logits, dim=1)
+
+    def hparams(self) -> dict[str, Any]:
+        """The hyper-parameters, under the same names as the constructor's keyword arguments."""
+        return {}
+
+    # -- gradient alignment -------------------------------------------------------------------
+    def _alignment_due(self) -> bool:
+        return (
+            self.alignment_every > 0
+            and self.buffer is not None
+            and len(self.buffer) > 0
+            and self.updates % self.alignment_every == 0
+        )
+
+    def _alignment_probe(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        assert self.buffer is not None
+        n = min(len(self.buffer), max(10, int(x.shape[0])))
+        idx = torch.as_tensor(self._probe_rng.choice(len(self.buffer), size=n, replace=False))
+        idx = idx.to(self.device)
+        return F_.gradient_alignment(self.model, x, y, self.buffer.x[idx], self.buffer.y[idx])
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "learner": self.name,
+            "hparams": self.hparams(),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "updates": self.updates,
+            "examples": self.examples,
+            "rng": self.rng.bit_generator.state,
+            "probe_rng": self._probe_rng.bit_generator.state,
+        }
+        if self.buffer is not None:
+            state["buffer"] = self.buffer.state_dict()
+        state.update(self._extra_state())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("learner") != self.name:
+            raise ValueError(f"state is for learner {state.get('learner')!r}, this is {self.name!r}")
+        with torch.no_grad():
+            # copy_ into the existing tensors: fast paths hold views of them.
+            own = self.model.state_dict()
+            missing = set(own) ^ set(state["model"])
+            if missing:
+                raise ValueError(f"model state does not match this model: {sorted(missing)[:5]}")
+            for k, v in state["model"].items():
+                own[k].copy_(v)
+        self.updates = int(state["updates"])
+        self.examples = int(state["examples"])
+        self.rng.bit_generator.state = state["rng"]
+        self._probe_rng.bit_generator.state = state["probe_rng"]
+        if self.buffer is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self._load_extra_state(state)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+

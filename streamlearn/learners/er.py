@@ -1,0 +1,60 @@
+"""ER — experience replay with a reservoir buffer (the baseline MER and La-MAML improve on).
+
+Each incoming micro-batch is learned together with ``replay_batch_size`` examples drawn from the
+reservoir, one SGD step on their mean loss per glance; then the incoming examples are offered to
+the reservoir.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from streamlearn.learners.base import UpdateStats
+from streamlearn.learners.sgd import SGD
+from streamlearn.replay import ReservoirBuffer
+
+
+class ER(SGD):
+    name: ClassVar[str] = "er"
+    default_batch_size: ClassVar[int] = 10
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_classes: int,
+        lr: float = 0.1,
+        memories: int = 200,
+        replay_batch_size: int = 10,
+        glances: int = 1,
+        grad_clip_norm: float | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+        alignment_every: int = 0,
+    ) -> None:
+        super().__init__(
+            model, n_classes=n_classes, lr=lr, grad_clip_norm=grad_clip_norm, device=device, seed=seed,
+            alignment_every=alignment_every,
+        )
+        self.memories = int(memories)
+        self.replay_batch_size = int(replay_batch_size)
+        self.glances = int(glances)
+        self.buffer = ReservoirBuffer(self.memories, self.n_inputs, device=self.device, seed=seed)
+
+    def hparams(self) -> dict[str, Any]:
+        return {
+            **super().hparams(), "memories": self.memories, "replay_batch_size": self.replay_batch_size,
+            "glances": self.glances,
+        }
+
+    def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
+        assert self.buffer is not None
+        total = 0.0
+        for _ in range(self.glances):
+            bx, by = self.buffer.sample(self.replay_batch_size)
+            total += self._step(torch.cat([bx, x]), torch.cat([by, y]))
+        self.buffer.add(x, y, task)
+        return UpdateStats(n=int(x.shape[0]), loss=total / self.glances)

@@ -1,0 +1,114 @@
+"""MER — Meta-Experience Replay (Riemer et al., ICLR 2019, Algorithm 1).
+
+For each incoming example, ``batches_per_example`` times: draw ``replay_batch_size`` examples from
+the reservoir, put the current example first, take one SGD step per example *sequentially*, then
+move the weights only a fraction ``beta`` of the way (within-batch Reptile). After all batches,
+across-batch Reptile with ``gamma``; then the reservoir update. The sequential steps followed by
+interpolation approximate a gradient that also maximises the alignment between examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamlearn.learners import functional as F_
+from streamlearn.learners.base import Learner, UpdateStats
+from streamlearn.learners.kernels import NumpyMLP
+from streamlearn.replay import ReservoirBuffer
+
+
+class MER(Learner):
+    name: ClassVar[str] = "mer"
+    default_batch_size: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_classes: int,
+        lr: float = 0.1,
+        beta: float = 0.01,
+        gamma: float = 1.0,
+        memories: int = 200,
+        replay_batch_size: int = 10,
+        batches_per_example: int = 5,
+        grad_clip_norm: float | None = None,
+        fast_path: bool | None = None,
+        device: str = "cpu",
+        seed: int = 0,
+        alignment_every: int = 0,
+    ) -> None:
+        super().__init__(model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every)
+        self.lr, self.beta, self.gamma = float(lr), float(beta), float(gamma)
+        self.memories = int(memories)
+        self.replay_batch_size = int(replay_batch_size)
+        self.batches_per_example = int(batches_per_example)
+        self.grad_clip_norm = None if grad_clip_norm is None else float(grad_clip_norm)
+        self.buffer = ReservoirBuffer(self.memories, self.n_inputs, device=self.device, seed=seed)
+        self._kernel = NumpyMLP.from_module(self.model) if fast_path is not False else None
+        if fast_path and self._kernel is None:
+            raise ValueError("fast_path=True needs a CPU float32 nn.Sequential of Linear/ReLU layers")
+        self.fast_path = self._kernel is not None
+
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr, "beta": self.beta, "gamma": self.gamma, "memories": self.memories,
+            "replay_batch_size": self.replay_batch_size, "batches_per_example": self.batches_per_example,
+            "grad_clip_norm": self.grad_clip_norm,
+        }
+
+    def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
+        assert self.buffer is not None
+        total, steps = 0.0, 0
+        for i in range(x.shape[0]):
+            params = F_.params_of(self.model)
+            before = None
+            if self.gamma != 1.0:  # gamma = 1 makes the across-batch step the identity
+                before = {k: p.detach().clone() for k, p in params.items()}
+            for _ in range(self.batches_per_example):
+                idx = self.buffer.sample_indices(self.replay_batch_size)
+                if self._kernel is not None:
+                    total += self._batch_fast(x[i], y[i], idx)
+                else:
+                    total += self._batch_reference(x[i], y[i], idx)
+                steps += 1 + len(idx)
+            if before is not None:
+                with torch.no_grad():
+                    for k, p in params.items():
+                        p.copy_(before[k] + self.gamma * (p - before[k]))
+            self.buffer.add(x[i : i + 1], y[i : i + 1], task)
+        return UpdateStats(n=int(x.shape[0]), loss=total / max(steps, 1))
+
+    def _batch_fast(self, xi: torch.Tensor, yi: torch.Tensor, idx: np.ndarray) -> float:
+        assert self.buffer is not None and self._kernel is not None
+        bx = self.buffer.x.numpy()
+        by = self.buffer.y.numpy()
+        X = np.concatenate([xi.numpy()[None, :], bx[idx]])
+        Y = np.concatenate([yi.numpy().reshape(1), by[idx]])
+        return self._kernel.mer_batch(X, Y, self.lr, self.beta, self.grad_clip_norm)
+
+    def _batch_reference(self, xi: torch.Tensor, yi: torch.Tensor, idx: np.ndarray) -> float:
+        """Plain transcription: autograd per example, in-place SGD, Reptile on all parameters."""
+        assert self.buffer is not None
+        t_idx = torch.as_tensor(idx, device=self.device)
+        X = torch.cat([xi[None, :], self.buffer.x[t_idx]])
+        Y = torch.cat([yi.reshape(1), self.buffer.y[t_idx]])
+        params = F_.params_of(self.model)
+        weights_before = {k: p.detach().clone() for k, p in params.items()}
+        total = 0.0
+        for j in range(X.shape[0]):
+            g, loss = F_.grads(self.model, params, X[j : j + 1], Y[j : j + 1])
+            total += loss
+            gl = list(g.values())
+            F_.clip_(gl, self.grad_clip_norm)
+            with torch.no_grad():
+                for k, p in params.items():
+                    p.sub_(self.lr * g[k])
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(weights_before[k] + self.beta * (p - weights_before[k]))
+        return total

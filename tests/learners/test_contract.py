@@ -1,0 +1,148 @@
+"""The contract every learner must honour (the daemon relies on each point)."""
+
+import io
+
+import pytest
+import torch
+
+from streamlearn.errors import ConfigError
+from streamlearn.learners import LEARNERS, Learner, make_learner, mlp, small_cnn
+
+SMALL = {
+    "sgd": {},
+    "er": dict(memories=30, replay_batch_size=5),
+    "mer": dict(memories=30, replay_batch_size=5, batches_per_example=2),
+    "lamaml": dict(memories=30, replay_batch_size=5, glances=2),
+    "cmaml": dict(memories=30, replay_batch_size=5, glances=2),
+}
+CASES = [(name, fast) for name in sorted(LEARNERS) for fast in ((True, False) if name in ("mer", "lamaml", "cmaml") else (None,))]
+
+
+def build(name: str, fast: bool | None, seed: int = 0, model=None, **extra) -> Learner:
+    hp = dict(SMALL[name], **extra)
+    if fast is not None:
+        hp["fast_path"] = fast
+    return make_learner(name, model or mlp(6, 3, (8,), seed=seed), n_classes=3, seed=seed, **hp)
+
+
+def feed(learner: Learner, x, y, start: int, stop: int) -> None:
+    bs = learner.default_batch_size
+    for i in range(start, stop, bs):
+        learner.learn(x[i : i + bs], y[i : i + bs], task=i // 100)
+
+
+def state_vector(learner: Learner) -> torch.Tensor:
+    parts = [p.detach().reshape(-1) for p in learner.model.parameters()]
+    if learner.buffer is not None:
+        parts += [learner.buffer.x.reshape(-1), learner.buffer.y.float()]
+    parts += [a.detach().reshape(-1) for a in getattr(learner, "alpha", {}).values()]
+    return torch.cat(parts)
+
+
+@pytest.mark.parametrize("name,fast", CASES)
+def test_learns_an_easy_problem(blobs, name, fast) -> None:
+    x, y = blobs
+    learner = build(name, fast)
+    feed(learner, x, y, 0, 300)
+    acc = float((learner.predict_proba(x[300:]).argmax(1) == y[300:]).float().mean())
+    assert acc > 0.9, f"{name}: held-out accuracy {acc:.2f}"
+
+
+@pytest.mark.parametrize("name,fast", CASES)
+def test_save_load_continue_is_bit_identical(blobs, name, fast) -> None:
+    x, y = blobs
+    straight = build(name, fast)
+    feed(straight, x, y, 0, 120)
+
+    first = build(name, fast)
+    feed(first, x, y, 0, 60)
+    blob = io.BytesIO()
+    torch.save(first.state_dict(), blob)
+    blob.seek(0)
+    resumed = build(name, fast, seed=123, model=mlp(6, 3, (8,), seed=99))  # a different start, overwritten
+    resumed.load_state_dict(torch.load(blob, weights_only=True))
+    feed(resumed, x, y, 60, 120)
+    assert torch.equal(state_vector(straight), state_vector(resumed))
+    assert resumed.examples == straight.examples == 120
+
+
+@pytest.mark.parametrize("name,fast", CASES)
+def test_deterministic_under_a_seed(blobs, name, fast) -> None:
+    x, y = blobs
+    a, b, c = build(name, fast), build(name, fast), build(name, fast, seed=1)
+    for learner in (a, b, c):
+        feed(learner, x, y, 0, 60)
+    assert torch.equal(state_vector(a), state_vector(b))
+    assert not torch.equal(state_vector(a), state_vector(c))
+
+
+@pytest.mark.parametrize("name,fast", CASES)
+def test_predict_is_a_probability_and_mutates_nothing(blobs, name, fast) -> None:
+    x, y = blobs
+    learner = build(name, fast)
+    feed(learner, x, y, 0, 30)
+    before = state_vector(learner).clone()
+    learner.model.train()
+    p1 = learner.predict_proba(x[:50])
+    p2 = learner.predict_proba(x[:50])
+    assert p1.shape == (50, 3)
+    assert torch.allclose(p1.sum(1), torch.ones(50), atol=1e-5) and bool((p1 >= 0).all())
+    assert torch.equal(p1, p2)
+    assert torch.equal(before, state_vector(learner))
+    assert learner.model.training  # mode restored
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_any_module_works_a_small_cnn(name) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 64, generator=g)
+    y = torch.randint(0, 3, (20,), generator=g)
+    learner = make_learner(name, small_cnn((1, 8, 8), 3, channels=2), n_classes=3, **SMALL[name])
+    before = state_vector(learner).clone()
+    feed(learner, x, y, 0, 20)
+    assert not torch.equal(before[: sum(p.numel() for p in learner.model.parameters())],
+                           state_vector(learner)[: sum(p.numel() for p in learner.model.parameters())])
+    assert learner.predict_proba(x).shape == (20, 3)
+
+
+@pytest.mark.parametrize("name", ["er", "mer", "lamaml"])
+def test_gradient_alignment_reported_every_n_updates(blobs, name) -> None:
+    x, y = blobs
+    learner = build(name, None, alignment_every=3)
+    seen = []
+    bs = learner.default_batch_size
+    for u, i in enumerate(range(0, 60, bs)):
+        st = learner.learn(x[i : i + bs], y[i : i + bs])
+        seen.append(st.alignment_cos is not None)
+        if st.alignment_cos is not None:
+            assert -1.0 <= st.alignment_cos <= 1.0
+            assert st.alignment_dot is not None
+    # every 3rd update once the buffer holds something (update 0 has an empty buffer)
+    assert seen == [u % 3 == 0 and u > 0 for u in range(len(seen))]
+
+
+def test_alignment_of_an_example_with_itself_is_one() -> None:
+    learner = make_learner("er", mlp(6, 3, (8,)), n_classes=3, memories=1, alignment_every=1, lr=0.0)
+    x, y = torch.rand(1, 6), torch.tensor([1])
+    learner.learn(x, y)
+    st = learner.learn(x, y)
+    assert st.alignment_cos == pytest.approx(1.0, abs=1e-5)
+    assert st.alignment_dot is not None and st.alignment_dot > 0
+
+
+def test_lamaml_reports_learning_rate_stats(blobs) -> None:
+    x, y = blobs
+    learner = build("lamaml", None)
+    st = learner.learn(x[:10], y[:10])
+    assert set(st.lr_stats) == {"mean", "min", "max"}
+    assert st.lr_stats["min"] <= st.lr_stats["mean"] <= st.lr_stats["max"]
+    assert st.lr_stats["mean"] != pytest.approx(0.15)  # the rates were learned, not left at alpha_init
+
+
+def test_bad_hyper_parameters_are_named() -> None:
+    with pytest.raises(ConfigError, match="bogus"):
+        make_learner("mer", mlp(6, 3), n_classes=3, bogus=1)
+    with pytest.raises(ConfigError, match="lr: expected float"):
+        make_learner("mer", mlp(6, 3), n_classes=3, lr="fast")
+    with pytest.raises(ConfigError, match="unknown learner"):
+        make_learner("gem", mlp(6, 3), n_classes=3)
