@@ -1,2 +1,3 @@
 """streamlearn: online continual learning from Kafka."""
+
 __version__ = "0.1.0"

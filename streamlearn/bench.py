@@ -136,7 +136,8 @@ def format_result(r: BenchResult) -> str:
     return (
         f"{r.learner} on {r.stream} ({r.tasks} tasks, seed {r.seed}, {r.device}, batch {r.batch_size}"
         f"{', lean path' if r.fast_path else ''}):\n"
-        f"  RA  {r.ra:.4f}   LA  {r.la:.4f}   BTI {r.bti:+.4f}   prequential accuracy {r.prequential_accuracy:.4f}\n"
+        f"  RA  {r.ra:.4f}   LA  {r.la:.4f}   BTI {r.bti:+.4f}   "
+        f"prequential accuracy {r.prequential_accuracy:.4f}\n"
         f"  {r.examples_per_s:.1f} examples/s (predict + learn; learn only {r.learn_examples_per_s:.1f}), "
         f"wall {r.wall_s:.1f} s"
     )

@@ -32,7 +32,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _add_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     from streamlearn.learners import LEARNERS
     from streamlearn.streams import STREAM_NAMES
 
@@ -52,15 +52,23 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--seed", type=int, default=0, help="seed of model init, replay and shuffles (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument(
-        "--batch-size", type=int, default=None,
-        help="micro-batch size (default: the learner's own, 1 for mer/sgd, 10 for lamaml/cmaml/er)",
+        "--batch-size",
+        type=int,
+        default=None,
+        help="micro-batch size (default: the learner's own, 1 for mer/er/sgd, 10 for lamaml/cmaml)",
     )
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a learner hyper-parameter, e.g. --set lr=0.05 --set fast_path=false (repeatable)",
     )
     p.add_argument(
-        "--threads", type=int, default=int(os.environ.get("STREAMLEARN_THREADS", "1")),
+        "--threads",
+        type=int,
+        default=int(os.environ.get("STREAMLEARN_THREADS", "1")),
         help="torch/BLAS threads (env STREAMLEARN_THREADS, default 1: faster for these small matrices)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
@@ -98,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"streamlearn {__version__}")
     parser.add_argument(
-        "--log-level", default=os.environ.get("STREAMLEARN_LOG_LEVEL", "INFO"),
+        "--log-level",
+        default=os.environ.get("STREAMLEARN_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING, ERROR (env STREAMLEARN_LOG_LEVEL, default INFO)",
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
@@ -111,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         return int(args.func(args))

@@ -15,7 +15,6 @@ from typing import Any
 from torch import nn
 
 from streamlearn.errors import ConfigError
-
 from streamlearn.learners.base import Learner, UpdateStats
 from streamlearn.learners.er import ER
 from streamlearn.learners.lamaml import CMAML, LaMAML
@@ -74,6 +73,17 @@ def make_learner(name: str, model: nn.Module, *, n_classes: int, **hparams: Any)
 
 
 __all__ = [
-    "CMAML", "ER", "LEARNERS", "MER", "SGD", "LaMAML", "Learner", "UpdateStats", "build_model",
-    "hparam_types", "make_learner", "mlp", "small_cnn",
+    "CMAML",
+    "ER",
+    "LEARNERS",
+    "MER",
+    "SGD",
+    "LaMAML",
+    "Learner",
+    "UpdateStats",
+    "build_model",
+    "hparam_types",
+    "make_learner",
+    "mlp",
+    "small_cnn",
 ]

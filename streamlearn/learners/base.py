@@ -82,6 +82,9 @@ class Learner:
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities (n, n_classes); never changes the model."""
+        kernel = getattr(self, "_kernel", None)
+        if kernel is not None and x.device.type == "cpu":
+            return torch.from_numpy(kernel.predict_proba(x.to(torch.float32).numpy()))
         was_training = self.model.training
         self.model.eval()
         try:
@@ -150,4 +153,3 @@ class Learner:
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
-

@@ -1,8 +1,13 @@
 """ER — experience replay with a reservoir buffer (the baseline MER and La-MAML improve on).
 
 Each incoming micro-batch is learned together with ``replay_batch_size`` examples drawn from the
-reservoir, one SGD step on their mean loss per glance; then the incoming examples are offered to
-the reservoir.
+reservoir, one SGD step on their mean loss per glance (a fresh draw each glance); then the
+incoming examples are offered to the reservoir.
+
+The defaults follow the MER paper's ER protocol on MNIST streams — one example at a time, five
+replay steps per example (``glances=5``), lr 0.1, 200 memories, replay batch 10. Measured on
+rotated-mnist-10k (seed 0): RA 0.674 this way, against 0.635 for batches of 10 with one glance and
+0.664 for batches of 10 with five.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from streamlearn.replay import ReservoirBuffer
 
 class ER(SGD):
     name: ClassVar[str] = "er"
-    default_batch_size: ClassVar[int] = 10
+    default_batch_size: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -29,14 +34,19 @@ class ER(SGD):
         lr: float = 0.1,
         memories: int = 200,
         replay_batch_size: int = 10,
-        glances: int = 1,
+        glances: int = 5,
         grad_clip_norm: float | None = None,
         device: str = "cpu",
         seed: int = 0,
         alignment_every: int = 0,
     ) -> None:
         super().__init__(
-            model, n_classes=n_classes, lr=lr, grad_clip_norm=grad_clip_norm, device=device, seed=seed,
+            model,
+            n_classes=n_classes,
+            lr=lr,
+            grad_clip_norm=grad_clip_norm,
+            device=device,
+            seed=seed,
             alignment_every=alignment_every,
         )
         self.memories = int(memories)
@@ -46,7 +56,9 @@ class ER(SGD):
 
     def hparams(self) -> dict[str, Any]:
         return {
-            **super().hparams(), "memories": self.memories, "replay_batch_size": self.replay_batch_size,
+            **super().hparams(),
+            "memories": self.memories,
+            "replay_batch_size": self.replay_batch_size,
             "glances": self.glances,
         }
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,7 +53,9 @@ class LaMAML(Learner):
         seed: int = 0,
         alignment_every: int = 0,
     ) -> None:
-        super().__init__(model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every)
+        super().__init__(
+            model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every
+        )
         self.memories = int(memories)
         self.replay_batch_size = int(replay_batch_size)
         self.glances = int(glances)
@@ -84,10 +85,17 @@ class LaMAML(Learner):
 
     def hparams(self) -> dict[str, Any]:
         return {
-            "memories": self.memories, "replay_batch_size": self.replay_batch_size, "glances": self.glances,
-            "alpha_init": self.alpha_init, "opt_lr": self.opt_lr, "opt_wt": self.opt_wt,
-            "learn_lr": self.learn_lr, "sync_update": self.sync_update, "second_order": self.second_order,
-            "grad_clip_norm": self.grad_clip_norm, "use_old_task_memory": self.use_old_task_memory,
+            "memories": self.memories,
+            "replay_batch_size": self.replay_batch_size,
+            "glances": self.glances,
+            "alpha_init": self.alpha_init,
+            "opt_lr": self.opt_lr,
+            "opt_wt": self.opt_wt,
+            "learn_lr": self.learn_lr,
+            "sync_update": self.sync_update,
+            "second_order": self.second_order,
+            "grad_clip_norm": self.grad_clip_norm,
+            "use_old_task_memory": self.use_old_task_memory,
         }
 
     # -- the update ---------------------------------------------------------------------------
@@ -101,7 +109,9 @@ class LaMAML(Learner):
         for glance in range(self.glances):
             perm = torch.as_tensor(self.rng.permutation(x.shape[0]), device=self.device)
             x, y = x[perm], y[perm]
-            memory = self.old_buffer if (self.use_old_task_memory and self.old_buffer is not None) else self.buffer
+            memory = (
+                self.old_buffer if (self.use_old_task_memory and self.old_buffer is not None) else self.buffer
+            )
             assert memory is not None
             idx = torch.as_tensor(memory.sample_indices(self.replay_batch_size), device=self.device)
             bx = torch.cat([memory.x[idx], x])
@@ -131,7 +141,13 @@ class LaMAML(Learner):
             self.buffer.add(x, y, task)
 
     def _glance_reference(
-        self, x: torch.Tensor, y: torch.Tensor, bx: torch.Tensor, by: torch.Tensor, task: int | None, push: bool
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        bx: torch.Tensor,
+        by: torch.Tensor,
+        task: int | None,
+        push: bool,
     ) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
         """Plain transcription with autograd through functional_call; works for any module/device."""
         theta = F_.params_of(self.model)
@@ -143,7 +159,10 @@ class LaMAML(Learner):
             # Only the fast weights are inputs, so first-order grads stop there and keep the graph
             # from θ, α to the fast weights alive for the meta-loss.
             g = torch.autograd.grad(
-                inner, [fast[k] for k in names], create_graph=self.second_order, retain_graph=self.second_order
+                inner,
+                [fast[k] for k in names],
+                create_graph=self.second_order,
+                retain_graph=self.second_order,
             )
             fast = {k: fast[k] - gk * torch.relu(self.alpha[k]) for k, gk in zip(names, g, strict=True)}
             self._push(x[s : s + 1].detach(), y[s : s + 1], task, push)
@@ -154,7 +173,13 @@ class LaMAML(Learner):
         return float(meta.detach()), [t.detach() for t in out[:n]], [t.detach() for t in out[n:]]
 
     def _glance_fast(
-        self, x: torch.Tensor, y: torch.Tensor, bx: torch.Tensor, by: torch.Tensor, task: int | None, push: bool
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        bx: torch.Tensor,
+        by: torch.Tensor,
+        task: int | None,
+        push: bool,
     ) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
         assert self._kernel is not None
         alphas = [a.detach().numpy() for a in self.alpha.values()]
@@ -238,10 +263,22 @@ class CMAML(LaMAML):
         alignment_every: int = 0,
     ) -> None:
         super().__init__(
-            model, n_classes=n_classes, memories=memories, replay_batch_size=replay_batch_size,
-            glances=glances, alpha_init=alpha_init, opt_lr=0.0, opt_wt=opt_wt, learn_lr=False,
-            sync_update=True, second_order=second_order, grad_clip_norm=grad_clip_norm,
-            use_old_task_memory=use_old_task_memory, fast_path=fast_path, device=device, seed=seed,
+            model,
+            n_classes=n_classes,
+            memories=memories,
+            replay_batch_size=replay_batch_size,
+            glances=glances,
+            alpha_init=alpha_init,
+            opt_lr=0.0,
+            opt_wt=opt_wt,
+            learn_lr=False,
+            sync_update=True,
+            second_order=second_order,
+            grad_clip_norm=grad_clip_norm,
+            use_old_task_memory=use_old_task_memory,
+            fast_path=fast_path,
+            device=device,
+            seed=seed,
             alignment_every=alignment_every,
         )
 

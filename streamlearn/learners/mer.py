@@ -42,7 +42,9 @@ class MER(Learner):
         seed: int = 0,
         alignment_every: int = 0,
     ) -> None:
-        super().__init__(model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every)
+        super().__init__(
+            model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every
+        )
         self.lr, self.beta, self.gamma = float(lr), float(beta), float(gamma)
         self.memories = int(memories)
         self.replay_batch_size = int(replay_batch_size)
@@ -56,8 +58,12 @@ class MER(Learner):
 
     def hparams(self) -> dict[str, Any]:
         return {
-            "lr": self.lr, "beta": self.beta, "gamma": self.gamma, "memories": self.memories,
-            "replay_batch_size": self.replay_batch_size, "batches_per_example": self.batches_per_example,
+            "lr": self.lr,
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "memories": self.memories,
+            "replay_batch_size": self.replay_batch_size,
+            "batches_per_example": self.batches_per_example,
             "grad_clip_norm": self.grad_clip_norm,
         }
 

@@ -69,7 +69,7 @@ def build_model(
     if kind == "mlp":
         return mlp(n_inputs, n_classes, hidden, seed=seed)
     if kind == "cnn":
-        side = int(round(n_inputs**0.5))
+        side = round(n_inputs**0.5)
         if side * side != n_inputs:
             raise ValueError(f"cnn needs square single-channel images; n_inputs={n_inputs} is not a square")
         return small_cnn((1, side, side), n_classes, seed=seed)

@@ -1,4 +1,9 @@
-"""Plain online SGD: one step on each incoming micro-batch, no memory. The forgetting baseline."""
+"""Plain online SGD: one step on each incoming micro-batch, no memory. The forgetting baseline.
+
+Default lr 0.01: with single-example steps, lr 0.1 (the replay learners' rate, whose steps average
+over 11 examples) diverges on rotated-mnist-10k (LA 0.29); 0.01 learns each task (LA 0.86) and
+shows the forgetting the replay learners exist to prevent (RA 0.40).
+"""
 
 from __future__ import annotations
 
@@ -21,13 +26,15 @@ class SGD(Learner):
         model: nn.Module,
         *,
         n_classes: int,
-        lr: float = 0.1,
+        lr: float = 0.01,
         grad_clip_norm: float | None = None,
         device: str = "cpu",
         seed: int = 0,
         alignment_every: int = 0,
     ) -> None:
-        super().__init__(model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every)
+        super().__init__(
+            model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every
+        )
         self.lr = float(lr)
         self.grad_clip_norm = None if grad_clip_norm is None else float(grad_clip_norm)
         self._params = list(self.model.parameters())

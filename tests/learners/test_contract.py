@@ -15,7 +15,11 @@ SMALL = {
     "lamaml": dict(memories=30, replay_batch_size=5, glances=2),
     "cmaml": dict(memories=30, replay_batch_size=5, glances=2),
 }
-CASES = [(name, fast) for name in sorted(LEARNERS) for fast in ((True, False) if name in ("mer", "lamaml", "cmaml") else (None,))]
+CASES = [
+    (name, fast)
+    for name in sorted(LEARNERS)
+    for fast in ((True, False) if name in ("mer", "lamaml", "cmaml") else (None,))
+]
 
 
 def build(name: str, fast: bool | None, seed: int = 0, model=None, **extra) -> Learner:
@@ -100,8 +104,10 @@ def test_any_module_works_a_small_cnn(name) -> None:
     learner = make_learner(name, small_cnn((1, 8, 8), 3, channels=2), n_classes=3, **SMALL[name])
     before = state_vector(learner).clone()
     feed(learner, x, y, 0, 20)
-    assert not torch.equal(before[: sum(p.numel() for p in learner.model.parameters())],
-                           state_vector(learner)[: sum(p.numel() for p in learner.model.parameters())])
+    assert not torch.equal(
+        before[: sum(p.numel() for p in learner.model.parameters())],
+        state_vector(learner)[: sum(p.numel() for p in learner.model.parameters())],
+    )
     assert learner.predict_proba(x).shape == (20, 3)
 
 
@@ -111,7 +117,7 @@ def test_gradient_alignment_reported_every_n_updates(blobs, name) -> None:
     learner = build(name, None, alignment_every=3)
     seen = []
     bs = learner.default_batch_size
-    for u, i in enumerate(range(0, 60, bs)):
+    for _u, i in enumerate(range(0, 60, bs)):
         st = learner.learn(x[i : i + bs], y[i : i + bs])
         seen.append(st.alignment_cos is not None)
         if st.alignment_cos is not None:

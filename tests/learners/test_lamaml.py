@@ -17,7 +17,9 @@ def forward(x, params):
     return F.linear(h, params[-2], params[-1])
 
 
-def naive_lamaml(model, batches, *, glances, alpha_init, opt_lr, opt_wt, learn_lr, sync, clip, memories, rbs, seed):
+def naive_lamaml(
+    model, batches, *, glances, alpha_init, opt_lr, opt_wt, learn_lr, sync, clip, memories, rbs, seed
+):
     params = list(model.parameters())
     alphas = [torch.full_like(p, alpha_init).requires_grad_(True) for p in params]
     opt_a = torch.optim.SGD(alphas, lr=opt_lr)
@@ -36,7 +38,7 @@ def naive_lamaml(model, batches, *, glances, alpha_init, opt_lr, opt_wt, learn_l
             for s in range(len(x)):
                 loss = F.cross_entropy(forward(x[s : s + 1], fast), y[s : s + 1])
                 grads = torch.autograd.grad(loss, fast)
-                fast = [w - g * torch.relu(a) for w, g, a in zip(fast, grads, alphas)]
+                fast = [w - g * torch.relu(a) for w, g, a in zip(fast, grads, alphas, strict=True)]
                 if glance == 0:
                     buffer.add(x[s : s + 1], y[s : s + 1])
                 meta_losses.append(F.cross_entropy(forward(bx, fast), by))
@@ -51,7 +53,7 @@ def naive_lamaml(model, batches, *, glances, alpha_init, opt_lr, opt_wt, learn_l
                 opt_w.step()
             else:
                 with torch.no_grad():
-                    for p, a in zip(params, alphas):
+                    for p, a in zip(params, alphas, strict=True):
                         p -= p.grad * torch.relu(a)
     return params, alphas
 
@@ -67,13 +69,33 @@ def test_matches_naive_transcription(blobs, kind, fast_path) -> None:
     batches = [(x[i : i + 10], y[i : i + 10]) for i in range(0, 50, 10)]
     if kind == "lamaml":
         hp = dict(glances=3, alpha_init=0.15, opt_lr=0.3, opt_wt=0.1, learn_lr=True, sync=False)
-        learner = LaMAML(mlp(6, 3, (5, 4), seed=2), n_classes=3, memories=8, replay_batch_size=5, glances=3,
-                         alpha_init=0.15, opt_lr=0.3, fast_path=fast_path, seed=0)
+        learner = LaMAML(
+            mlp(6, 3, (5, 4), seed=2),
+            n_classes=3,
+            memories=8,
+            replay_batch_size=5,
+            glances=3,
+            alpha_init=0.15,
+            opt_lr=0.3,
+            fast_path=fast_path,
+            seed=0,
+        )
     else:
         hp = dict(glances=3, alpha_init=0.1, opt_lr=0.0, opt_wt=0.1, learn_lr=False, sync=True)
-        learner = CMAML(mlp(6, 3, (5, 4), seed=2), n_classes=3, memories=8, replay_batch_size=5, glances=3,
-                        alpha_init=0.1, opt_wt=0.1, fast_path=fast_path, seed=0)
-    params, alphas = naive_lamaml(mlp(6, 3, (5, 4), seed=2), batches, clip=2.0, memories=8, rbs=5, seed=0, **hp)
+        learner = CMAML(
+            mlp(6, 3, (5, 4), seed=2),
+            n_classes=3,
+            memories=8,
+            replay_batch_size=5,
+            glances=3,
+            alpha_init=0.1,
+            opt_wt=0.1,
+            fast_path=fast_path,
+            seed=0,
+        )
+    params, alphas = naive_lamaml(
+        mlp(6, 3, (5, 4), seed=2), batches, clip=2.0, memories=8, rbs=5, seed=0, **hp
+    )
     for bx, by in batches:
         learner.learn(bx, by)
     assert learner.fast_path is fast_path
@@ -112,7 +134,7 @@ def test_second_order_alpha_gradient_matches_finite_differences() -> None:
     _, _, g_alpha = learner.meta_gradients(x, y, bx, by)
     eps = 1e-6
     rng = np.random.default_rng(0)
-    for (name, a), ga in zip(learner.alpha.items(), g_alpha):
+    for (name, a), ga in zip(learner.alpha.items(), g_alpha, strict=True):
         for _ in range(3):
             i = tuple(int(rng.integers(s)) for s in a.shape)
             with torch.no_grad():
@@ -144,15 +166,15 @@ def test_first_order_lean_gradients_match_finite_differences() -> None:
     for s in range(len(x)):
         leaves = [f.clone().requires_grad_(True) for f in fast]
         gs = torch.autograd.grad(F.cross_entropy(forward(xd[s : s + 1], leaves), y[s : s + 1]), leaves)
-        U = [u + g for u, g in zip(U, gs)]
+        U = [u + g for u, g in zip(U, gs, strict=True)]
         Us.append(U)
-        fast = [f - g * torch.relu(a) for f, g, a in zip(fast, gs, alpha0)]
+        fast = [f - g * torch.relu(a) for f, g, a in zip(fast, gs, alpha0, strict=True)]
 
     def objective(theta, alpha):
-        losses = [
-            F.cross_entropy(forward(bxd, [t - torch.relu(a) * u for t, a, u in zip(theta, alpha, Us[s])]), by)
-            for s in range(len(x))
-        ]
+        losses = []
+        for s in range(len(x)):
+            fast = [t - torch.relu(a) * u for t, a, u in zip(theta, alpha, Us[s], strict=True)]
+            losses.append(F.cross_entropy(forward(bxd, fast), by))
         return float(sum(losses) / len(losses))
 
     eps = 1e-6

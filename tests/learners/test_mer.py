@@ -10,7 +10,9 @@ from streamlearn.learners import MER, mlp
 from streamlearn.replay import ReservoirBuffer
 
 
-def naive_mer(model, xs, ys, *, lr, beta, gamma, replay_batch_size, batches_per_example, memories, seed, clip=None):
+def naive_mer(
+    model, xs, ys, *, lr, beta, gamma, replay_batch_size, batches_per_example, memories, seed, clip=None
+):
     buffer = ReservoirBuffer(memories, xs.shape[1], seed=seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     for i in range(len(xs)):
@@ -20,14 +22,16 @@ def naive_mer(model, xs, ys, *, lr, beta, gamma, replay_batch_size, batches_per_
             idx = buffer.sample_indices(replay_batch_size)
             bxs = [xs[i]] + [buffer.x[j].clone() for j in idx]
             bys = [ys[i]] + [buffer.y[j].clone() for j in idx]
-            for bx, by in zip(bxs, bys):
+            for bx, by in zip(bxs, bys, strict=True):
                 opt.zero_grad()
                 F.cross_entropy(model(bx[None]), by[None]).backward()
                 if clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
             after = model.state_dict()
-            model.load_state_dict({k: weights_before[k] + beta * (after[k] - weights_before[k]) for k in after})
+            model.load_state_dict(
+                {k: weights_before[k] + beta * (after[k] - weights_before[k]) for k in after}
+            )
         after = model.state_dict()
         model.load_state_dict({k: before[k] + gamma * (after[k] - before[k]) for k in after})
         buffer.add(xs[i : i + 1], ys[i : i + 1])
