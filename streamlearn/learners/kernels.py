@@ -187,12 +187,18 @@ class NumpyMLP:
         rb = [np.maximum(a, 0) for a in alpha_b]
         fW = [W.copy() for W in Ws]
         fb = [b.copy() for b in bs]
+        # Layer 0 (the big one) never materialises U or a per-step gradient: its meta-batch input BX
+        # is the same at every step, so Σ_s U_s ⊙ (D_sᵀ BX) = Σ_{r,b} (d_r ⊙ C_r[b])ᵀ (x_r ⊙ BX[b])
+        # with C_r = Σ_{s≥r} D_s — one GEMM per glance (see _layer0_alpha_grad).
+        d0 = np.empty((n, Ws[0].shape[0]), dtype=F32)  # inner-step deltas of layer 0
+        D0 = np.empty((n, m, Ws[0].shape[0]), dtype=F32)  # meta-loss deltas of layer 0, per step
         UW = [np.zeros_like(W) for W in Ws]
         Ub = [np.zeros_like(b) for b in bs]
         gW = [np.zeros_like(W) for W in Ws]
         gb = [np.zeros_like(b) for b in bs]
         aW = [np.zeros_like(W) for W in Ws]
         ab = [np.zeros_like(b) for b in bs]
+        tmp0 = np.empty_like(Ws[0])
         onehot = np.zeros((m, Ws[-1].shape[0]), dtype=F32)
         onehot[np.arange(m), BY] = 1.0
         inv_m = F32(1.0 / m)
@@ -212,15 +218,19 @@ class NumpyMLP:
             d = e / e.sum()
             d[int(ys[s])] -= 1.0
             for l in range(L - 1, -1, -1):
+                Ub[l] += d
+                fb[l] -= rb[l] * d
+                if l == 0:
+                    d0[s] = d
+                    np.outer(d, hs[0], out=tmp0)
+                    tmp0 *= rW[0]
+                    fW[0] -= tmp0
+                    break
                 g = np.outer(d, hs[l])
-                d_prev = (fW[l].T @ d) * (zs[l - 1] > 0) if l > 0 else None
+                d = (fW[l].T @ d) * (zs[l - 1] > 0)
                 UW[l] += g
                 g *= rW[l]
                 fW[l] -= g
-                Ub[l] += d
-                fb[l] -= rb[l] * d
-                if d_prev is not None:
-                    d = d_prev
             if after_inner_step is not None:
                 after_inner_step(s)  # type: ignore[operator]
             # meta-loss of the fast weights on the whole batch (mean cross-entropy)
@@ -241,15 +251,19 @@ class NumpyMLP:
             D -= onehot
             D *= inv_m
             for l in range(L - 1, -1, -1):
-                GW = D.T @ Hs[l]
                 Gb = D.sum(axis=0)
-                if l > 0:
-                    D = (D @ fW[l]) * (Zs[l - 1] > 0)
-                gW[l] += GW
                 gb[l] += Gb
+                ab[l] += Gb * Ub[l]
+                if l == 0:
+                    D0[s] = D
+                    break
+                GW = D.T @ Hs[l]
+                D = (D @ fW[l]) * (Zs[l - 1] > 0)
+                gW[l] += GW
                 GW *= UW[l]
                 aW[l] += GW
-                ab[l] += Gb * Ub[l]
+        gW[0] = D0.sum(axis=0).T @ BX
+        aW[0] = _layer0_alpha_grad(d0, D0, xs, BX)
         inv_n = F32(1.0 / n)
         for l in range(L):
             gW[l] *= inv_n
@@ -258,3 +272,15 @@ class NumpyMLP:
             aW[l] *= -inv_n * (alpha_W[l] > 0)
             ab[l] *= -inv_n * (alpha_b[l] > 0)
         return total / n, gW, gb, aW, ab
+
+
+def _layer0_alpha_grad(d0: np.ndarray, D0: np.ndarray, xs: np.ndarray, BX: np.ndarray) -> np.ndarray:
+    """Σ_s U_s ⊙ (D_sᵀ BX) for the first layer, U_s = Σ_{r≤s} d_r x_rᵀ, as one GEMM.
+
+    Element (i, j) is Σ_r Σ_b (d_r[i]·C_r[b, i]) · (x_r[j]·BX[b, j]) with C_r = Σ_{s≥r} D_s.
+    """
+    n, m, h = D0.shape
+    C = np.cumsum(D0[::-1], axis=0)[::-1]  # C[r] = Σ_{s≥r} D0[s]
+    P = (C * d0[:, None, :]).reshape(n * m, h)
+    Q = (xs[:, None, :] * BX[None, :, :]).reshape(n * m, BX.shape[1])
+    return P.T @ Q
