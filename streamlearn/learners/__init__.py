@@ -55,20 +55,35 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def make_learner(name: str, model: nn.Module, *, n_classes: int, **hparams: Any) -> Learner:
-    """Build a learner by name; unknown names, unknown or mistyped hyper-parameters are errors."""
+def validate_hparams(
+    name: str, hparams: dict[str, Any], *, source: str | None = None, prefix: str = ""
+) -> None:
+    """Raise ConfigError naming the key for an unknown learner, hyper-parameter or wrong type."""
     if name not in LEARNERS:
-        raise ConfigError(f"unknown learner {name!r}; expected one of {sorted(LEARNERS)}", key="learner")
+        raise ConfigError(
+            f"unknown learner {name!r}; expected one of {sorted(LEARNERS)}",
+            source=source,
+            key="learner.name" if prefix else "learner",
+        )
     types = hparam_types(name)
     for key, value in hparams.items():
         if key not in types:
             raise ConfigError(
-                f"unknown hyper-parameter for learner {name!r}; expected one of {sorted(types)}", key=key
+                f"unknown hyper-parameter for learner {name!r}; expected one of {sorted(types)}",
+                source=source,
+                key=prefix + key,
             )
         if not _accepts(types[key], value):
             raise ConfigError(
-                f"expected {_type_name(types[key])}, got {type(value).__name__} {value!r}", key=key
+                f"expected {_type_name(types[key])}, got {type(value).__name__} {value!r}",
+                source=source,
+                key=prefix + key,
             )
+
+
+def make_learner(name: str, model: nn.Module, *, n_classes: int, **hparams: Any) -> Learner:
+    """Build a learner by name; unknown names, unknown or mistyped hyper-parameters are errors."""
+    validate_hparams(name, hparams)
     return LEARNERS[name](model, n_classes=n_classes, **hparams)
 
 
