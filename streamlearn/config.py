@@ -48,7 +48,7 @@ class KafkaConfig:
     #: recreated): "fail" stops with a clear error; "earliest"/"latest" reset explicitly.
     offset_out_of_range: str = "fail"
     poll_timeout_ms: int = 200
-    max_poll_records: int = 500
+    max_poll_records: int = 100
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     #: passed through to kafka-python: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL.
