@@ -96,6 +96,192 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("STREAMLEARN_CONFIG"),
+        help="YAML config file (env STREAMLEARN_CONFIG; default: built-in defaults)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value, e.g. --set learner.name=lamaml --set kafka.topic=x "
+        "(repeatable; env STREAMLEARN__SECTION__KEY works too)",
+    )
+
+
+def _install_stop_handlers(stop: Any) -> None:
+    import signal
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info(
+            "received %s: finishing the current update, then checkpoint and exit", signal.Signals(signum).name
+        )
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the learning daemon (Kafka in, test-then-train, checkpoints)",
+        description=(
+            "Consume the examples topic, predict each example before learning it, learn in micro-batches, "
+            "checkpoint every N examples / T seconds and on SIGTERM, and commit offsets only after the "
+            "checkpoint that holds them is durable. Restarts resume from the newest good checkpoint. "
+            "kafka.bootstrap_servers: embedded starts a local broker."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the final summary as one JSON line on stdout")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from streamlearn.config import load_config
+    from streamlearn.daemon import Daemon
+
+    cfg = load_config(args.config, args.overrides)
+    daemon = Daemon(cfg)
+    _install_stop_handlers(daemon.request_stop)
+    summary = daemon.run()
+    log.info("stopped: %s", json.dumps(summary))
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from streamlearn.learners import LEARNERS
+    from streamlearn.streams import STREAM_NAMES
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole system in one command: embedded broker + producer + daemon",
+        description=(
+            "Starts the embedded Kafka-protocol broker, produces a benchmark stream into it, runs the daemon "
+            "on it and prints a live summary line (examples/s, prequential accuracy, lag). Ctrl-C stops it "
+            "cleanly. With --max-examples it stops by itself after that many learned examples."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument(
+        "--learner", choices=sorted(LEARNERS), default=None, help="learner (default: config's, mer)"
+    )
+    p.add_argument("--stream", choices=STREAM_NAMES, default="rotated-mnist-10k", help="stream to produce")
+    p.add_argument("--max-examples", type=int, default=None, help="stop after N learned examples")
+    p.add_argument(
+        "--rate", type=float, default=None, help="producer rate limit, messages/s (default: unlimited)"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the final summary as one JSON object, last line"
+    )
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from streamlearn.config import load_config
+    from streamlearn.demo import run_demo
+
+    overrides = list(args.overrides)
+    if args.learner:
+        overrides.append(f"learner.name={args.learner}")
+    cfg = load_config(args.config, overrides)
+    summary = run_demo(
+        cfg,
+        stream=args.stream,
+        max_examples=args.max_examples,
+        rate=args.rate,
+        live=sys.stderr.isatty() or not args.json,
+    )
+    print(
+        f"learned {summary['learned']} examples ({summary['examples_per_s']:.1f} ex/s), "
+        f"rejected {summary['rejected']}, prequential accuracy {summary['prequential_accuracy']:.4f}",
+        flush=True,
+    )
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    return 0
+
+
+def _add_produce(sub: argparse._SubParsersAction) -> None:
+    from streamlearn.streams import STREAM_NAMES
+
+    p = sub.add_parser(
+        "produce",
+        help="send a built-in stream or a JSONL/CSV file of examples to a topic",
+        description="Reference producer: one JSON message per example (schema: streamlearn/schemas/"
+        "example.schema.json). Shows a progress line; --rate limits messages per second.",
+    )
+    p.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port] of the Kafka cluster")
+    p.add_argument("--topic", default="examples", help="topic (default examples)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--stream", choices=STREAM_NAMES, help="a built-in benchmark stream")
+    src.add_argument("--file", help="a .jsonl/.json/.ndjson or .csv file of examples")
+    p.add_argument("--tasks", type=int, default=None, help="with --stream: only the first N tasks")
+    p.add_argument(
+        "--rate", type=float, default=None, help="messages per second (default: as fast as possible)"
+    )
+    p.add_argument("--limit", type=int, default=None, help="send at most N messages")
+    p.set_defaults(func=_cmd_produce)
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from streamlearn.produce import produce, stream_messages
+    from streamlearn.streams import read_examples
+
+    if args.stream:
+        msgs = stream_messages(args.stream, args.tasks)
+        total = 1000 * (args.tasks or 20)
+    else:
+        msgs, total = read_examples(args.file), None
+    produce(msgs, args.bootstrap_servers, args.topic, rate=args.rate, limit=args.limit, total=total)
+    return 0
+
+
+def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("checkpoint", help="checkpoint tools", description="Checkpoint tools.")
+    csub = p.add_subparsers(dest="checkpoint_verb", metavar="VERB")
+    csub.required = True
+    i = csub.add_parser(
+        "inspect",
+        help="print what a checkpoint holds",
+        description="Verify a checkpoint (checksum, safe load) and print its contents: learner, "
+        "hyper-parameters, "
+        "examples learned, replay buffer, label map, offsets, counters, metrics. PATH may be a "
+        "checkpoint file or a directory (its newest good checkpoint).",
+    )
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="one JSON object instead of indented text")
+    i.set_defaults(func=_cmd_checkpoint_inspect)
+
+
+def _cmd_checkpoint_inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streamlearn.checkpoint import CheckpointStore, describe, read
+    from streamlearn.errors import CheckpointError
+
+    path = Path(args.path)
+    if path.is_dir():
+        found = CheckpointStore(path).latest()
+        if found is None:
+            raise CheckpointError(f"{path}: no usable checkpoint")
+        info, state = found
+        path = info.path
+    else:
+        state = read(path)
+    out = {"path": str(path), **describe(state)}
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamlearn",
@@ -112,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
+    _add_run(sub)
+    _add_demo(sub)
+    _add_produce(sub)
     _add_bench(sub)
+    _add_checkpoint(sub)
     return parser
 
 
@@ -124,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level.upper() != "DEBUG":
+        # kafka-python narrates every connection at INFO; keep the operator's log about learning.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:

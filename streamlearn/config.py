@@ -211,7 +211,7 @@ def _check_values(cfg: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"expected one of {', '.join(allowed)}, got {value!r}", source=src, key=key)
-    positive = {
+    positive: dict[str, int] = {
         "model.n_inputs": cfg.model.n_inputs,
         "model.n_classes": cfg.model.n_classes,
         "checkpoint.keep": cfg.checkpoint.keep,
@@ -222,9 +222,9 @@ def _check_values(cfg: Config) -> None:
     }
     if cfg.learner.batch_size is not None:
         positive["learner.batch_size"] = cfg.learner.batch_size
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"expected a positive integer, got {value}", source=src, key=key)
+    for name, number in positive.items():
+        if number < 1:
+            raise ConfigError(f"expected a positive integer, got {number}", source=src, key=name)
     from streamlearn.learners import validate_hparams
 
     for key in ("device", "seed", "alignment_every"):

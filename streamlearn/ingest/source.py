@@ -1,0 +1,131 @@
+"""The Kafka source: one learner owns a fixed set of partitions and decides where reading starts.
+
+Partitions are assigned explicitly (no group rebalancing): one learner is one writer of its model,
+so there is nothing to balance, and a restart resumes in milliseconds instead of waiting for a
+group join. The consumer group is still used to *commit* offsets, so standard tools
+(``kafka-consumer-groups``) show the learner's progress and lag.
+
+The position the daemon checkpoints is "the offset after the last message that is fully handled"
+(learned, or dead-lettered and flushed) — never past an example sitting in an unlearned batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from streamlearn.config import KafkaConfig
+from streamlearn.errors import StreamlearnError
+from streamlearn.ingest.kafka_options import client_options
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(StreamlearnError):
+    """The source cannot start: topic missing, partitions unknown, broker unreachable."""
+
+
+def offset_key(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class KafkaSource:
+    def __init__(
+        self, cfg: KafkaConfig, bootstrap_servers: str, *, max_poll_interval_ms: int = 600_000
+    ) -> None:
+        self.cfg = cfg
+        self.consumer = KafkaConsumer(
+            **client_options(cfg, bootstrap_servers),
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            max_poll_records=cfg.max_poll_records,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=max_poll_interval_ms,
+        )
+        self.partitions: list[TopicPartition] = []
+
+    def assign(self, timeout_s: float = 30.0) -> list[TopicPartition]:
+        """Assign the configured partitions of the topic (all of them by default)."""
+        deadline = time.monotonic() + timeout_s
+        parts: set[int] | None = None
+        while time.monotonic() < deadline:
+            parts = self.consumer.partitions_for_topic(self.cfg.topic)
+            if parts:
+                break
+            time.sleep(0.2)
+        if not parts:
+            raise SourceError(f"topic {self.cfg.topic!r} has no partitions (does it exist?)")
+        wanted = sorted(parts) if self.cfg.partitions is None else self.cfg.partitions
+        missing = sorted(set(wanted) - parts)
+        if missing:
+            raise SourceError(
+                f"topic {self.cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}"
+            )
+        self.partitions = [TopicPartition(self.cfg.topic, p) for p in wanted]
+        self.consumer.assign(self.partitions)
+        return self.partitions
+
+    def seek(self, checkpointed: Mapping[str, int]) -> dict[str, str]:
+        """Start each partition at the checkpoint's offset, else the group's commit, else the reset policy."""
+        origin = {}
+        for tp in self.partitions:
+            key = offset_key(tp)
+            if key in checkpointed:
+                self.consumer.seek(tp, int(checkpointed[key]))
+                origin[key] = f"checkpoint offset {checkpointed[key]}"
+                continue
+            committed = self.consumer.committed(tp)
+            if committed is not None:
+                # The model that learned up to here is gone (no checkpoint); say so loudly.
+                log.warning(
+                    "%s: no checkpointed offset; resuming at the group's committed offset %d with "
+                    "a model that has not seen what came before",
+                    key,
+                    committed,
+                )
+                self.consumer.seek(tp, committed)
+                origin[key] = f"committed offset {committed}"
+            elif self.cfg.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+                origin[key] = "beginning (auto_offset_reset=earliest)"
+            else:
+                self.consumer.seek_to_end(tp)
+                origin[key] = "end (auto_offset_reset=latest)"
+        return origin
+
+    def poll(self, timeout_ms: int) -> Iterable[tuple[TopicPartition, object]]:
+        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        for tp in sorted(batches, key=lambda t: t.partition):
+            for rec in batches[tp]:
+                yield tp, rec
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
+        """Commit synchronously; False (logged) if the broker refused — the next checkpoint retries."""
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            return True
+        except KafkaError as exc:
+            log.warning("offset commit failed (will retry at the next checkpoint): %s", exc)
+            return False
+
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """highwater − position per partition (the broker's end_offsets can't be trusted on tansu)."""
+        out = {}
+        for tp, pos in positions.items():
+            hw = self.consumer.highwater(tp)
+            if hw is not None:
+                out[tp] = max(0, hw - pos)
+        return out
+
+    def close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as exc:  # closing is best effort; never mask the real exit reason
+            log.debug("consumer close: %s", exc)

@@ -1,0 +1,263 @@
+"""The daemon against the real (tansu) broker: nothing mocked.
+
+Each test uses its own topics, consumer group and checkpoint directory on the session broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from kafka import KafkaConsumer, TopicPartition
+
+from streamlearn.checkpoint import CheckpointStore
+from streamlearn.config import load_config_dict
+from streamlearn.daemon import Daemon
+from streamlearn.ingest.broker import create_topic
+from streamlearn.produce import produce, stream_messages
+
+pytestmark = pytest.mark.integration
+
+
+def make_config(broker, topic: str, tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "kafka": {
+            "bootstrap_servers": broker.bootstrap_servers,
+            "topic": topic,
+            "dead_letter_topic": f"{topic}.dlq",
+            "group_id": f"g-{uuid.uuid4().hex[:8]}",
+            "poll_timeout_ms": 100,
+        },
+        "learner": {"name": "er", "alignment_every": 0},
+        "checkpoint": {"dir": str(tmp_path / "ckpt"), "every_examples": 500, "every_seconds": 30},
+        "runtime": {"log_every_seconds": 1.0},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    create_topic(broker.bootstrap_servers, f"{topic}.dlq")
+    return cfg
+
+
+def committed(broker, group: str, topic: str) -> int | None:
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, group_id=group, enable_auto_commit=False)
+    try:
+        return c.committed(TopicPartition(topic, 0))
+    finally:
+        c.close()
+
+
+def read_topic(broker, topic: str, n: int, timeout_s: float = 20.0) -> list[Any]:
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while len(out) < n and time.monotonic() < deadline:
+        for recs in c.poll(timeout_ms=500).values():
+            out.extend(recs)
+    c.close()
+    return out
+
+
+def run_in_thread(cfg: dict[str, Any]) -> tuple[Daemon, dict[str, Any]]:
+    daemon = Daemon(load_config_dict(cfg, "test"))
+    result: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: result.update(daemon.run()))
+    t.start()
+    t.join(timeout=240)
+    assert not t.is_alive(), "daemon did not stop"
+    return daemon, result
+
+
+def test_end_to_end_learns_the_stream_and_commits_to_the_end(broker, topic, tmp_path) -> None:
+    n = 2000
+    produce(stream_messages("rotated-mnist-10k", n_tasks=2), broker.bootstrap_servers, topic, progress=None)
+    cfg = make_config(broker, topic, tmp_path, runtime={"max_examples": n})
+    _daemon, summary = run_in_thread(cfg)
+    assert summary["learned"] == n and summary["rejected"] == 0
+    assert summary["prequential_accuracy"] > 0.6, summary  # chance is 0.1
+    assert committed(broker, cfg["kafka"]["group_id"], topic) == n
+    info, state = CheckpointStore(cfg["checkpoint"]["dir"]).latest()  # type: ignore[misc]
+    assert state["offsets"] == {f"{topic}:0": n}
+    assert state["learner"]["examples"] == n
+    # the checkpoint is what `checkpoint inspect` shows
+    res = subprocess.run(
+        [sys.executable, "-m", "streamlearn.cli", "checkpoint", "inspect", str(info.path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
+    assert shown["examples_learned"] == n and shown["learner"] == "er"
+    assert shown["offsets"] == {f"{topic}:0": n}
+
+
+BAD_MESSAGES: list[tuple[bytes | None, str]] = [
+    (b"this is not json", "not_json"),
+    (b'{"x": [0.1, 0.2', "not_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b'{"y": 3}', "missing_x"),
+    (b'{"x": "pixels", "y": 3}', "bad_x"),
+    (json.dumps({"x": [0.5] * 783, "y": 3}).encode(), "wrong_length"),
+    (json.dumps({"x": [0.5] * 783 + ["NaN"], "y": 3}).encode(), "bad_x"),
+    (b'{"x": [' + b"NaN," * 783 + b'NaN], "y": 3}', "non_finite"),
+    (json.dumps({"x": [0.5] * 784}).encode(), "missing_y"),
+    (json.dumps({"x": [0.5] * 784, "y": 1.5}).encode(), "bad_y"),
+    (json.dumps({"x": [0.5] * 784, "y": 42}).encode(), "label_out_of_range"),
+    (b"\xff\xfe\xfa not utf-8", "not_utf8"),
+]
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(broker, topic, tmp_path) -> None:
+    good = list(stream_messages("permuted-mnist-10k", n_tasks=1))[:240]
+    mixed: list[bytes | dict[str, Any]] = []
+    expected_bad = []
+    for i, msg in enumerate(good):
+        mixed.append(msg)
+        if i % 20 == 5:
+            raw, reason = BAD_MESSAGES[len(expected_bad) % len(BAD_MESSAGES)]
+            expected_bad.append((len(mixed), raw, reason))  # its offset on the single partition
+            mixed.append(raw)  # type: ignore[arg-type]
+    produce(mixed, broker.bootstrap_servers, topic, progress=None)
+    cfg = make_config(broker, topic, tmp_path, runtime={"max_examples": len(good)})
+    _, summary = run_in_thread(cfg)
+    assert summary["learned"] == len(good), "every good message is learned, including those after bad ones"
+    assert summary["rejected"] == len(expected_bad)
+    dead = read_topic(broker, f"{topic}.dlq", len(expected_bad))
+    assert len(dead) == len(expected_bad)
+    for rec, (offset, raw, reason) in zip(dead, expected_bad, strict=True):
+        headers = {k: v.decode() for k, v in rec.headers}
+        assert rec.value == raw, "the original bytes travel unchanged"
+        assert headers["streamlearn.reason"] == reason, headers
+        assert headers["streamlearn.source.offset"] == str(offset)
+        assert headers["streamlearn.source.partition"] == "0"
+        assert rec.key == f"{topic}:0:{offset}".encode()
+    assert set(summary["rejected_by_reason"]) == {r for _, _, r in expected_bad}
+    assert committed(broker, cfg["kafka"]["group_id"], topic) == len(mixed)
+
+
+def _write_config(cfg: dict[str, Any], tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _start(config: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, STREAMLEARN_LOG_LEVEL="INFO")
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamlearn.cli", "run", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for(proc: subprocess.Popen[str], needle: str, timeout_s: float = 60.0) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not seen:\n{''.join(lines[-30:])}")
+
+
+def _final_params(ckpt_dir: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    found = CheckpointStore(ckpt_dir).latest()
+    assert found is not None
+    state = found[1]
+    return state["learner"]["model"], state
+
+
+@pytest.mark.parametrize("learner,hparams", [("mer", {"batches_per_example": 2}), ("lamaml", {"glances": 2})])
+def test_kill_9_at_random_points_loses_nothing_and_learns_nothing_twice(
+    broker, topic, tmp_path, learner, hparams
+) -> None:
+    n = 2000
+    produce(
+        stream_messages("rotated-mnist-10k", n_tasks=2),
+        broker.bootstrap_servers,
+        topic,
+        limit=n,
+        progress=None,
+    )
+    base = make_config(
+        broker,
+        topic,
+        tmp_path,
+        learner={"name": learner, "hparams": hparams},
+        checkpoint={"every_examples": 40},
+        runtime={"max_examples": n},
+    )
+
+    straight = json.loads(json.dumps(base))
+    straight["checkpoint"]["dir"] = str(tmp_path / "straight")
+    straight["kafka"]["group_id"] += "-straight"
+    _, summary = run_in_thread(straight)
+    assert summary["learned"] == n
+    reference, _ = _final_params(straight["checkpoint"]["dir"])
+
+    config = _write_config(base, tmp_path, "crashy")
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(3):
+        proc = _start(config)
+        _wait_for(proc, "consuming")
+        time.sleep(rng.uniform(0.2, 1.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+    assert kills >= 2, "the daemon finished before it could be killed: make the stream longer"
+    proc = _start(config)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    params, state = _final_params(base["checkpoint"]["dir"])
+    assert state["learner"]["examples"] == n, "learned count equals produced count"
+    assert state["offsets"] == {f"{topic}:0": n}
+    for k, v in reference.items():
+        assert torch.equal(v, params[k]), f"{k} differs from the uninterrupted run"
+    assert committed(broker, base["kafka"]["group_id"], topic) == n
+
+
+def test_sigterm_checkpoints_commits_and_exits_0(broker, topic, tmp_path) -> None:
+    n = 3000
+    produce(stream_messages("rotated-mnist-10k", n_tasks=3), broker.bootstrap_servers, topic, progress=None)
+    cfg = make_config(
+        broker,
+        topic,
+        tmp_path,
+        learner={"name": "mer"},
+        checkpoint={"every_examples": 100_000, "every_seconds": 3600},
+    )
+    proc = _start(_write_config(cfg, tmp_path, "graceful"))
+    _wait_for(proc, "consuming")
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    assert "received SIGTERM" in out
+    _, state = _final_params(cfg["checkpoint"]["dir"])
+    learned = state["learner"]["examples"]
+    assert 0 < learned < n
+    assert state["offsets"] == {f"{topic}:0": learned}  # batch size 1, no rejects: offset = learned
+    assert committed(broker, cfg["kafka"]["group_id"], topic) == learned
