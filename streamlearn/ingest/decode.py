@@ -13,9 +13,11 @@ add fields first), and ``null`` for an optional key means absent. Strictness, on
 is not the number 1, ``1.0`` is not the class id 1, and NaN/Infinity (which Python's ``json``
 would accept) are rejected.
 
-Speed (784-float message, ~8 KB): parsing is ``orjson``, ~18 µs here against ~170 µs for
-``json.loads``; x is converted in C (``array("f")``) and checked with one vectorised ``isfinite``.
-A whole valid message decodes in ~40-55 µs (stdlib json: ~220 µs).
+Speed (784-float message, ~8 KB, on the 2-core dev box): parsing is ``orjson``, ~18 µs against
+~170 µs for ``json.loads``; x is converted in C (``array("f")``) and checked with one vectorised
+``isfinite``. A valid message decodes in ~40-50 µs, ~60 µs when an "e" anywhere in it forces the
+type scan (see ``_features``); the same pipeline on ``json.loads`` takes ~210 µs. Rejections cost
+less, except NaN/Infinity, which pay for a second, stdlib parse (~430 µs) to be named precisely.
 """
 
 from __future__ import annotations
