@@ -171,6 +171,7 @@ class NumpyMLP:
         alpha_W: list[np.ndarray],
         alpha_b: list[np.ndarray],
         after_inner_step: object = None,
+        alpha_grads: bool = True,
     ) -> tuple[float, list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """One first-order La-MAML glance at the current parameters θ (which it does not change).
 
@@ -180,13 +181,19 @@ class NumpyMLP:
 
         First order: the inner gradients g_s are constants, so θ_s = θ − relu(α)·U_s with
         U_s = Σ_{r≤s} g_r; hence ∂θ_s/∂θ = I and ∂θ_s/∂α = −U_s·relu'(α).
+
+        ``alpha_grads=False`` (C-MAML: fixed rates) skips the α-gradients, returned as zeros.
         """
         Ws, bs, L = self.Ws, self.bs, self.n_layers
         n, m = xs.shape[0], BX.shape[0]
         rW = [np.maximum(a, 0) for a in alpha_W]
         rb = [np.maximum(a, 0) for a in alpha_b]
-        fW = [W.copy() for W in Ws]
+        fW = [W.copy() for W in Ws]  # fW[0] stays unused: layer 0 lives in f0T
         fb = [b.copy() for b in bs]
+        # Layer 0's fast weights are held transposed (inputs × units): an inner step changes only the
+        # rows of inputs that are non-zero (most pixels of an image are 0), and rows are contiguous.
+        f0T = np.ascontiguousarray(Ws[0].T)
+        r0T = np.ascontiguousarray(rW[0].T)
         # Layer 0 (the big one) never materialises U or a per-step gradient: its meta-batch input BX
         # is the same at every step, so Σ_s U_s ⊙ (D_sᵀ BX) = Σ_{r,b} (d_r ⊙ C_r[b])ᵀ (x_r ⊙ BX[b])
         # with C_r = Σ_{s≥r} D_s — one GEMM per glance (see _layer0_alpha_grad).
@@ -198,9 +205,10 @@ class NumpyMLP:
         gb = [np.zeros_like(b) for b in bs]
         aW = [np.zeros_like(W) for W in Ws]
         ab = [np.zeros_like(b) for b in bs]
-        tmp0 = np.empty_like(Ws[0])
+        tmp0T = np.empty_like(f0T)
         onehot = np.zeros((m, Ws[-1].shape[0]), dtype=F32)
-        onehot[np.arange(m), BY] = 1.0
+        rows = np.arange(m)
+        onehot[rows, BY] = 1.0
         inv_m = F32(1.0 / m)
         total = 0.0
         for s in range(n):
@@ -208,7 +216,7 @@ class NumpyMLP:
             hs = [xs[s]]
             zs = []
             for l in range(L):
-                z = fW[l] @ hs[-1]
+                z = hs[-1] @ f0T if l == 0 else fW[l] @ hs[-1]
                 z += fb[l]
                 zs.append(z)
                 if l < L - 1:
@@ -218,17 +226,27 @@ class NumpyMLP:
             d = e / e.sum()
             d[int(ys[s])] -= 1.0
             for l in range(L - 1, -1, -1):
-                Ub[l] += d
+                if alpha_grads:
+                    Ub[l] += d
                 fb[l] -= rb[l] * d
                 if l == 0:
                     d0[s] = d
-                    np.outer(d, hs[0], out=tmp0)
-                    tmp0 *= rW[0]
-                    fW[0] -= tmp0
+                    x = hs[0]
+                    nz = np.flatnonzero(x)
+                    if len(nz) == len(x):
+                        np.outer(x, d, out=tmp0T)
+                        tmp0T *= r0T
+                        f0T -= tmp0T
+                    elif len(nz):
+                        # zero inputs change nothing; skipping them is exact, not an approximation
+                        upd = np.outer(x[nz], d)
+                        upd *= r0T[nz]
+                        f0T[nz] -= upd
                     break
                 g = np.outer(d, hs[l])
                 d = (fW[l].T @ d) * (zs[l - 1] > 0)
-                UW[l] += g
+                if alpha_grads:
+                    UW[l] += g
                 g *= rW[l]
                 fW[l] -= g
             if after_inner_step is not None:
@@ -237,7 +255,7 @@ class NumpyMLP:
             Hs = [BX]
             Zs = []
             for l in range(L):
-                Z = Hs[-1] @ fW[l].T
+                Z = Hs[-1] @ (f0T if l == 0 else fW[l].T)
                 Z += fb[l]
                 Zs.append(Z)
                 if l < L - 1:
@@ -246,24 +264,27 @@ class NumpyMLP:
             Zmax = Z.max(axis=1, keepdims=True)
             E = np.exp(Z - Zmax)
             S = E.sum(axis=1, keepdims=True)
-            total += float(np.mean(np.log(S[:, 0]) + Zmax[:, 0] - Z[np.arange(m), BY]))
+            total += (float(np.log(S).sum()) + float(Zmax.sum()) - float(Z[rows, BY].sum())) / m
             D = E / S
             D -= onehot
             D *= inv_m
             for l in range(L - 1, -1, -1):
                 Gb = D.sum(axis=0)
                 gb[l] += Gb
-                ab[l] += Gb * Ub[l]
+                if alpha_grads:
+                    ab[l] += Gb * Ub[l]
                 if l == 0:
                     D0[s] = D
                     break
                 GW = D.T @ Hs[l]
                 D = (D @ fW[l]) * (Zs[l - 1] > 0)
                 gW[l] += GW
-                GW *= UW[l]
-                aW[l] += GW
+                if alpha_grads:
+                    GW *= UW[l]
+                    aW[l] += GW
         gW[0] = D0.sum(axis=0).T @ BX
-        aW[0] = _layer0_alpha_grad(d0, D0, xs, BX)
+        if alpha_grads:
+            aW[0] = _layer0_alpha_grad(d0, D0, xs, BX)
         inv_n = F32(1.0 / n)
         for l in range(L):
             gW[l] *= inv_n
@@ -278,9 +299,18 @@ def _layer0_alpha_grad(d0: np.ndarray, D0: np.ndarray, xs: np.ndarray, BX: np.nd
     """Σ_s U_s ⊙ (D_sᵀ BX) for the first layer, U_s = Σ_{r≤s} d_r x_rᵀ, as one GEMM.
 
     Element (i, j) is Σ_r Σ_b (d_r[i]·C_r[b, i]) · (x_r[j]·BX[b, j]) with C_r = Σ_{s≥r} D_s.
+    Column j is exactly zero when pixel j is zero in every current example, so only the others
+    are computed (most of an image is background).
     """
     n, m, h = D0.shape
-    C = np.cumsum(D0[::-1], axis=0)[::-1]  # C[r] = Σ_{s≥r} D0[s]
-    P = (C * d0[:, None, :]).reshape(n * m, h)
-    Q = (xs[:, None, :] * BX[None, :, :]).reshape(n * m, BX.shape[1])
-    return P.T @ Q
+    C = D0.copy()
+    for r in range(n - 2, -1, -1):  # C[r] = Σ_{s≥r} D0[s]
+        C[r] += C[r + 1]
+    C *= d0[:, None, :]
+    P = C.reshape(n * m, h)
+    cols = np.flatnonzero(xs.any(axis=0))
+    out = np.zeros((h, BX.shape[1]), dtype=F32)
+    if len(cols):
+        Q = (xs[:, None, cols] * BX[None, :, cols]).reshape(n * m, len(cols))
+        out[:, cols] = P.T @ Q
+    return out

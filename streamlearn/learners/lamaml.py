@@ -132,7 +132,7 @@ class LaMAML(Learner):
         ``x, y`` are the current examples (inner steps, in order), ``bx, by`` the meta batch.
         """
         if self._kernel is not None:
-            return self._glance_fast(x, y, bx, by, None, push=False)
+            return self._glance_fast(x, y, bx, by, None, push=False, alpha_grads=True)
         return self._glance_reference(x, y, bx, by, None, push=False)
 
     def _push(self, x: torch.Tensor, y: torch.Tensor, task: int | None, push: bool) -> None:
@@ -180,6 +180,7 @@ class LaMAML(Learner):
         by: torch.Tensor,
         task: int | None,
         push: bool,
+        alpha_grads: bool | None = None,
     ) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
         assert self._kernel is not None
         alphas = [a.detach().numpy() for a in self.alpha.values()]
@@ -188,8 +189,10 @@ class LaMAML(Learner):
         def after_inner_step(s: int) -> None:
             self._push(x[s : s + 1], y[s : s + 1], task, push)
 
+        # fixed rates (C-MAML) never use the α-gradients: don't compute them
+        want_alpha = self.learn_lr if alpha_grads is None else alpha_grads
         meta, gW, gb, aW, ab = self._kernel.lamaml_glance(
-            xs, ys, bx.numpy(), by.numpy(), alphas[0::2], alphas[1::2], after_inner_step
+            xs, ys, bx.numpy(), by.numpy(), alphas[0::2], alphas[1::2], after_inner_step, want_alpha
         )
         g_theta = [torch.from_numpy(a) for pair in zip(gW, gb, strict=True) for a in pair]
         g_alpha = [torch.from_numpy(a) for pair in zip(aW, ab, strict=True) for a in pair]
