@@ -38,6 +38,9 @@ def decode_cost(n: int = 2000) -> float:
     return (time.perf_counter() - t0) / len(msgs) * 1e6
 
 
+ALIGNMENT_EVERY = 50  # the daemon's default; the bench side gets the same so both do equal work
+
+
 def daemon_rate(learner: str, broker: EmbeddedBroker, n_tasks: int) -> dict:
     topic = f"bench-{learner}-{time.time_ns()}"
     create_topic(broker.bootstrap_servers, topic)
@@ -46,9 +49,13 @@ def daemon_rate(learner: str, broker: EmbeddedBroker, n_tasks: int) -> dict:
     with tempfile.TemporaryDirectory() as ckpt:
         cfg = load_config_dict(
             {
-                "kafka": {"bootstrap_servers": broker.bootstrap_servers, "topic": topic,
-                          "dead_letter_topic": topic + ".dlq", "group_id": topic},
-                "learner": {"name": learner},
+                "kafka": {
+                    "bootstrap_servers": broker.bootstrap_servers,
+                    "topic": topic,
+                    "dead_letter_topic": topic + ".dlq",
+                    "group_id": topic,
+                },
+                "learner": {"name": learner, "alignment_every": ALIGNMENT_EVERY},
                 "checkpoint": {"dir": ckpt},
                 "runtime": {"max_examples": n, "log_every_seconds": 5},
             },
@@ -63,19 +70,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--learners", default="mer,lamaml,cmaml,er,sgd")
     ap.add_argument("--tasks", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2, help="best of N runs per side (runs vary ~15%% here)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
     rows = []
     us = decode_cost()
-    print(f"decode + validate: {us:.1f} µs per 784-float message ({1e6 / us:.0f} messages/s on one core)",
-          flush=True)
+    print(
+        f"decode + validate: {us:.1f} µs per 784-float message ({1e6 / us:.0f} messages/s on one core)",
+        flush=True,
+    )
     stream = load_stream("rotated-mnist-10k", n_tasks=args.tasks)
     with EmbeddedBroker() as broker:
         for learner in args.learners.split(","):
-            b = run_bench(learner, stream, seed=0)
-            d = daemon_rate(learner, broker, args.tasks)
+            benches, daemons = [], []
+            for _ in range(args.repeats):  # interleaved, so drifting machine load hits both sides
+                benches.append(
+                    run_bench(learner, stream, seed=0, hparams={"alignment_every": ALIGNMENT_EVERY})
+                )
+                daemons.append(daemon_rate(learner, broker, args.tasks))
+            b = max(benches, key=lambda r: r.examples_per_s)
+            d = max(daemons, key=lambda r: r["examples_per_s"])
             row = {
                 "learner": learner,
                 "examples": b.examples,
@@ -86,9 +102,13 @@ def main() -> int:
                 "bench_prequential_accuracy": round(b.prequential_accuracy, 4),
             }
             rows.append(row)
-            print(f"{learner:7} bench {row['bench_examples_per_s']:8.1f} ex/s   daemon {row['daemon_examples_per_s']:8.1f}"
-                  f" ex/s   ratio {row['ratio']:.2f}   prequential acc bench {row['bench_prequential_accuracy']:.4f}"
-                  f" daemon {row['daemon_prequential_accuracy']:.4f}", flush=True)
+            print(
+                f"{learner:7} bench {row['bench_examples_per_s']:8.1f} ex/s   "
+                f"daemon {row['daemon_examples_per_s']:8.1f} ex/s   ratio {row['ratio']:.2f}   "
+                f"prequential acc bench {row['bench_prequential_accuracy']:.4f} "
+                f"daemon {row['daemon_prequential_accuracy']:.4f}",
+                flush=True,
+            )
     if args.json:
         print(json.dumps({"decode_us": us, "rows": rows}))
     return 0

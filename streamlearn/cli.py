@@ -246,7 +246,16 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("checkpoint", help="checkpoint tools", description="Checkpoint tools.")
+    p = sub.add_parser(
+        "checkpoint",
+        help="checkpoint tools (inspect)",
+        description=(
+            "Checkpoint tools. A checkpoint is one file (ckpt-<examples>-<seq>.slc) holding the model, "
+            "optimizer state, learned learning rates, replay buffer, RNG states, label map, metric state "
+            "and the next Kafka offset of every partition, with a SHA-256 checksum; it is loaded with "
+            "torch.load(weights_only=True) and can never execute code."
+        ),
+    )
     csub = p.add_subparsers(dest="checkpoint_verb", metavar="VERB")
     csub.required = True
     i = csub.add_parser(

@@ -53,6 +53,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, damage
     assert "skipping unusable checkpoint" in caplog.text
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_a_malicious_pickle_is_refused_even_with_a_valid_checksum(tmp_path) -> None:
     class Exploit:
         def __reduce__(self):
