@@ -156,15 +156,31 @@ def _write_config(cfg: dict[str, Any], tmp_path: Path, name: str) -> Path:
     return path
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_daemons():
+    """A failing test must not leave a daemon running (it would keep polling and skew timings)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def _start(config: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, STREAMLEARN_LOG_LEVEL="INFO")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "streamlearn.cli", "run", "-c", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def _wait_for(proc: subprocess.Popen[str], needle: str, timeout_s: float = 60.0) -> list[str]:
