@@ -58,6 +58,7 @@ def daemon_rate(learner: str, broker: EmbeddedBroker, n_tasks: int) -> dict:
                 "learner": {"name": learner, "alignment_every": ALIGNMENT_EVERY},
                 "checkpoint": {"dir": ckpt},
                 "runtime": {"max_examples": n, "log_every_seconds": 5},
+                "serve": {"port": 0},  # serving on, as in production
             },
             "benchmark",
         )

@@ -107,6 +107,25 @@ class RuntimeConfig:
 
 
 @dataclass
+class ServeConfig:
+    #: serve predictions and /metrics from a separate process while learning.
+    enabled: bool = True
+    #: 127.0.0.1 by default; containers set 0.0.0.0.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: the model name in the Open Inference Protocol paths (/v2/models/{name}).
+    model_name: str = "streamlearn"
+    #: publish the model snapshot to the server every N updates (and at least once a second).
+    publish_every: int = 10
+    #: requests with a larger body are refused with 413.
+    max_request_bytes: int = 4 * 1024 * 1024
+    #: rows per prediction request at most (400 beyond).
+    max_rows: int = 1024
+    #: when set, /predict and /v2/models/{name}/infer require "Authorization: Bearer <token>".
+    auth_token: str | None = None
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -114,6 +133,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     #: where the values came from, for messages; not a config key.
     source: str = field(default="<defaults>", compare=False, repr=False)
 
@@ -220,12 +240,19 @@ def _check_values(cfg: Config) -> None:
         "evaluation.window": cfg.evaluation.window,
         "runtime.threads": cfg.runtime.threads,
         "kafka.max_poll_records": cfg.kafka.max_poll_records,
+        "serve.publish_every": cfg.serve.publish_every,
+        "serve.max_request_bytes": cfg.serve.max_request_bytes,
+        "serve.max_rows": cfg.serve.max_rows,
     }
     if cfg.learner.batch_size is not None:
         positive["learner.batch_size"] = cfg.learner.batch_size
     for name, number in positive.items():
         if number < 1:
             raise ConfigError(f"expected a positive integer, got {number}", source=src, key=name)
+    if not 0 <= cfg.serve.port <= 65535:
+        raise ConfigError(
+            f"expected a port number 0..65535, got {cfg.serve.port}", source=src, key="serve.port"
+        )
     from streamlearn.learners import validate_hparams
 
     for key in ("device", "seed", "alignment_every"):

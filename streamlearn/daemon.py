@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from kafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from streamlearn import __version__
 from streamlearn.checkpoint import CheckpointStore
@@ -38,12 +39,16 @@ from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Example, Rejection
 from streamlearn.ingest.labels import LabelMap, TaskMap
 from streamlearn.ingest.source import KafkaSource, offset_key
-from streamlearn.learners import Learner, build_model, make_learner
+from streamlearn.learners import Learner, UpdateStats, build_model, make_learner
+from streamlearn.metrics import LearnerMetrics, render
 from streamlearn.runtime import pin_threads
+from streamlearn.serving.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+#: how often the loop refreshes gauges and hands the metrics text to the server (seconds)
+METRICS_EVERY_S = 1.0
 
 
 @dataclass
@@ -128,6 +133,13 @@ class Daemon:
         self.ready = threading.Event()
         self._restored_offsets: dict[str, int] = {}
         self._first_learn: tuple[float, int] | None = None  # (time, learned) at the first batch of this run
+        self.registry = CollectorRegistry()
+        self.m = LearnerMetrics(self.registry)
+        self.publisher: Publisher | None = None
+        self.serve_port: int | None = None
+        self._started = time.time()
+        self._last_checkpoint_time: float | None = None
+        self._source: KafkaSource | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -141,6 +153,29 @@ class Daemon:
     def run(self) -> dict[str, Any]:
         pin_threads(self.cfg.runtime.threads)
         self._restore()
+        try:
+            if self.cfg.serve.enabled:
+                self._start_serving()
+            return self._run()
+        finally:
+            if self.publisher is not None:
+                self.publisher.stop()
+                self.publisher = None
+
+    def _start_serving(self) -> None:
+        self.publisher = Publisher(self.cfg, self.learner.model, self.learner.name)
+        self.serve_port = self.publisher.start()
+        self.publisher.publish_model(self.learner.updates)
+        self._publish_metrics()
+        s = self.cfg.serve
+        log.info(
+            "serving on http://%s:%d (POST /predict, /v2/models/%s/infer, GET /metrics)",
+            s.host,
+            self.serve_port,
+            s.model_name,
+        )
+
+    def _run(self) -> dict[str, Any]:
         if self.cfg.kafka.bootstrap_servers == "embedded":
             self.broker = EmbeddedBroker().start()
             self.bootstrap = self.broker.bootstrap_servers
@@ -158,11 +193,17 @@ class Daemon:
             for tp in parts:
                 self.next_offset[tp] = source.consumer.position(tp)
                 log.info("consuming %s from %s", offset_key(tp), origin[offset_key(tp)])
+            self._source = source
             self.ready.set()
+            if self.publisher is not None:
+                self.publisher.set_ready(True)
             self._loop(source, sink)
             self._checkpoint(source, sink, reason="stop")
         finally:
             self.ready.clear()
+            if self.publisher is not None:
+                self.publisher.set_ready(False)
+            self._source = None
             if sink is not None:
                 sink.close()
             if source is not None:
@@ -175,7 +216,7 @@ class Daemon:
     def _loop(self, source: KafkaSource, sink: DeadLetterSink) -> None:
         cfg = self.cfg
         last_ckpt_examples, last_ckpt_time = self.learned, time.monotonic()
-        last_log = time.monotonic()
+        last_log = last_metrics = time.monotonic()
         rate_mark = (time.monotonic(), self.learned)
         max_examples = cfg.runtime.max_examples
         if max_examples is not None and self.learned >= max_examples:
@@ -199,6 +240,9 @@ class Daemon:
             ) and not self._stop.is_set():
                 self._checkpoint(source, sink, reason="periodic")
                 last_ckpt_examples, last_ckpt_time = self.learned, now
+            if now - last_metrics >= METRICS_EVERY_S:
+                last_metrics = now
+                self._publish_metrics()
             if now - last_log >= cfg.runtime.log_every_seconds:
                 rate = (self.learned - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
                 rate_mark, last_log = (now, self.learned), now
@@ -206,6 +250,7 @@ class Daemon:
 
     def _handle(self, tp: TopicPartition, rec: Any, sink: DeadLetterSink) -> None:
         self.consumed += 1
+        self.m.consumed.inc()
         result = self.decoder.decode(rec.value)
         if isinstance(result, Rejection):
             sink.send(
@@ -217,6 +262,7 @@ class Daemon:
                 offset=rec.offset,
             )
             self.rejected[result.reason] += 1
+            self.m.rejected.labels(reason=result.reason).inc()
             log.debug("rejected %s@%d: %s (%s)", offset_key(tp), rec.offset, result.reason, result.detail)
         else:
             # A task change closes the batch: a micro-batch belongs to one task.
@@ -226,6 +272,7 @@ class Daemon:
         self.next_offset[tp] = rec.offset + 1
 
     def _learn_pending(self) -> None:
+        t0 = time.perf_counter()
         batch = self.pending.examples
         x = torch.from_numpy(np.stack([e.x for e in batch]))
         y = torch.tensor([e.y for e in batch], dtype=torch.long)
@@ -236,6 +283,7 @@ class Daemon:
         task = batch[0].task
         for e, p, loss in zip(batch, pred, losses, strict=True):
             if self.metrics.update(e.y, p, loss=loss, task=task):
+                self.m.drifts.inc()
                 log.warning(
                     "drift detected by ADWIN after %d examples (rolling accuracy %.3f)",
                     self.metrics.n,
@@ -243,8 +291,57 @@ class Daemon:
                 )
         if self._first_learn is None:
             self._first_learn = (time.monotonic(), self.learned)
-        self.learner.learn(x, y, task=task)  # ... then train
+        stats = self.learner.learn(x, y, task=task)  # ... then train
         self.pending.clear()
+        self._observe_update(stats, time.perf_counter() - t0)
+
+    def _observe_update(self, stats: UpdateStats, seconds: float) -> None:
+        m = self.m
+        m.update_seconds.observe(seconds)
+        m.learned.inc(stats.n)
+        m.update_loss.set(stats.loss)
+        if stats.alignment_cos is not None:
+            m.alignment_cos.set(stats.alignment_cos)
+            m.alignment_cos_hist.observe(stats.alignment_cos)
+        if stats.alignment_dot is not None:
+            m.alignment_dot.set(stats.alignment_dot)
+            m.alignment_dot_hist.observe(stats.alignment_dot)
+        for stat, value in stats.lr_stats.items():
+            m.learning_rate.labels(stat=stat).set(value)
+        if self.publisher is not None and self.learner.updates % self.cfg.serve.publish_every == 0:
+            self.publisher.publish_model(self.learner.updates)
+
+    def _publish_metrics(self) -> None:
+        """Refresh the gauges that are read rather than counted, and hand the text to the server."""
+        m = self.m
+        m.observe_prequential(self.metrics.snapshot())
+        m.model_version.set(self.learner.updates)
+        buf = self.learner.buffer
+        if buf is not None:
+            m.buffer_examples.set(len(buf))
+            m.buffer_capacity.set(buf.capacity)
+            m.buffer_bytes.set(sum(t.element_size() * t.nelement() for t in (buf.x, buf.y, buf.task)))
+            counts = torch.bincount(buf.y[: len(buf)].cpu(), minlength=self.cfg.model.n_classes).tolist()
+            for name, c in zip(self._label_names(), counts, strict=False):
+                m.buffer_class.labels(class_label=name).set(c)
+        if self._source is not None:
+            safe = self.safe_offsets()
+            for tp, lag in self._source.lag(safe).items():
+                m.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+            for tp, off in safe.items():
+                m.offset.labels(topic=tp.topic, partition=str(tp.partition)).set(off)
+        last = self._last_checkpoint_time
+        m.checkpoint_age.set(time.time() - (last if last is not None else self._started))
+        if self.publisher is not None:
+            if self.publisher.published_version != self.learner.updates:
+                self.publisher.publish_model(self.learner.updates)
+            m.published_version.set(self.publisher.published_version)
+            self.publisher.publish_text(
+                {"labels": self._label_names(), "learner": self.learner.name}, render(self.registry)
+            )
+
+    def _label_names(self) -> list[str]:
+        return self.labels.names() or [str(i) for i in range(self.cfg.model.n_classes)]
 
     # -- checkpoints --------------------------------------------------------------------------
     def safe_offsets(self) -> dict[TopicPartition, int]:
@@ -275,6 +372,7 @@ class Daemon:
             sink.flush()  # dead letters must be durable before their offsets are committed
         except Exception as exc:
             self.checkpoint_failures += 1
+            self.m.checkpoint_failures.inc()
             log.error("checkpoint skipped: dead-letter topic did not acknowledge: %s", exc)
             return False
         offsets = self.safe_offsets()
@@ -282,10 +380,15 @@ class Daemon:
             path = self.store.save(self.state(offsets), self.learned)
         except CheckpointError as exc:
             self.checkpoint_failures += 1
+            self.m.checkpoint_failures.inc()
             log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)
             return False
         self.checkpoints_written += 1
+        self._last_checkpoint_time = time.time()
         committed = source.commit(offsets)
+        self.m.checkpoints.inc()
+        self.m.checkpoint_time.set(self._last_checkpoint_time)
+        self.m.checkpoint_seconds.observe(time.monotonic() - t0)
         log.info(
             "checkpoint (%s) %s: %d learned, offsets %s%s, %.0f ms",
             reason,

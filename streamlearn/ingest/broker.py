@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -41,6 +38,8 @@ from typing import IO
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamlearn.runtime import die_with_parent_hook
 
 logger = logging.getLogger("streamlearn.ingest.broker")
 
@@ -56,7 +55,6 @@ _TANSU_ENV_VARS = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
 _LOG_TAIL_LINES = 40
-_PR_SET_PDEATHSIG = 1
 _PORT_ATTEMPTS = 3
 
 
@@ -162,30 +160,6 @@ def _port_accepts(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """preexec_fn asking Linux to SIGKILL the broker when our process dies, even by SIGKILL.
-
-    atexit and __del__ do not run on SIGKILL or os._exit; this does. libc is resolved here, before the
-    fork, so the child only makes one C call. Caveat: the signal follows the *thread* that forked, so
-    start the broker from a thread that lives as long as the broker should (the main thread, normally).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent_pid = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        # The parent may have died between fork() and prctl(); then nobody would ever stop us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return hook
 
 
 # Every broker that may still be running; weak so that dropping the last reference can still run __del__.
@@ -380,7 +354,7 @@ class EmbeddedBroker:
             # Own session: a Ctrl-C at the terminal reaches only us, so the daemon can commit offsets
             # before it stops the broker itself.
             start_new_session=True,
-            preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
+            preexec_fn=die_with_parent_hook() if self.die_with_parent else None,
         )
         _live_brokers.add(self)
 

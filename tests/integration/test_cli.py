@@ -19,7 +19,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_json_reports_a_learning_run() -> None:
-    res = cli("demo", "--learner", "er", "--max-examples", "400", "--json")
+    res = cli("demo", "--learner", "er", "--max-examples", "400", "--json", "--set", "serve.port=0")
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["learned"] == 400 and out["rejected"] == 0 and out["learner"] == "er"

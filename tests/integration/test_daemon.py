@@ -43,6 +43,7 @@ def make_config(broker, topic: str, tmp_path: Path, **sections: dict[str, Any]) 
         "learner": {"name": "er", "alignment_every": 0},
         "checkpoint": {"dir": str(tmp_path / "ckpt"), "every_examples": 500, "every_seconds": 30},
         "runtime": {"log_every_seconds": 1.0},
+        "serve": {"port": 0},  # any free port: the prediction server runs in every daemon
     }
     for name, values in sections.items():
         cfg.setdefault(name, {}).update(values)

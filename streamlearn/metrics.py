@@ -1,0 +1,244 @@
+"""Every Prometheus metric streamlearn exports, declared in one place.
+
+Names follow Prometheus conventions: ``streamlearn_`` prefix, ``_total`` for counters, base units
+(seconds, bytes, examples, messages). Two groups, because two processes export them:
+
+- :class:`LearnerMetrics` lives in the learning daemon. It never serves HTTP itself: the daemon
+  renders it (:func:`render`) about once a second into the shared-memory snapshot, and the
+  prediction server process appends that text to its own ``/metrics``, so one port answers both.
+- :class:`ServingMetrics` lives wherever predictions are served (the daemon's server process and
+  each read-only replica): requests, latency, the version being served, readiness, build info.
+
+Each class takes a ``registry`` so tests use a fresh ``CollectorRegistry()``:
+
+>>> from prometheus_client import CollectorRegistry
+>>> reg = CollectorRegistry()
+>>> m = LearnerMetrics(reg)
+>>> m.learned.inc(3)
+>>> reg.get_sample_value("streamlearn_examples_learned_total")
+3.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import disable_created_metrics as _disable_created
+
+from streamlearn import __version__
+
+# `_created` series double the exposition and no dashboard reads them.
+_disable_created()
+
+# An MER update of one example is ~4 ms, a La-MAML batch of 10 ~25 ms; a checkpoint tens of ms.
+UPDATE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+PREDICT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+CHECKPOINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+COSINE_BUCKETS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
+# Dot products scale with the gradients; symmetric decades cover both signs.
+DOT_BUCKETS = (-10.0, -1.0, -0.1, -0.01, -0.001, 0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
+
+
+class LearnerMetrics:
+    """What the daemon's learning loop reports."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.consumed = Counter(
+            "streamlearn_examples_consumed", "Messages read from the examples topic.", registry=r
+        )
+        self.learned = Counter(
+            "streamlearn_examples_learned", "Examples learned (each predicted first).", registry=r
+        )
+        self.rejected = Counter(
+            "streamlearn_examples_rejected",
+            "Messages sent to the dead-letter topic, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.accuracy = Gauge(
+            "streamlearn_prequential_accuracy",
+            "Prequential (test-then-train) accuracy since the model started.",
+            registry=r,
+        )
+        self.accuracy_rolling = Gauge(
+            "streamlearn_prequential_accuracy_rolling",
+            "Prequential accuracy over the last evaluation.window examples.",
+            registry=r,
+        )
+        self.task_accuracy = Gauge(
+            "streamlearn_prequential_task_accuracy",
+            "Prequential accuracy per task id (messages that carry `task`).",
+            ["task"],
+            registry=r,
+        )
+        self.loss = Gauge(
+            "streamlearn_prequential_loss",
+            "Mean log-loss of the predictions made before learning, last evaluation.window examples.",
+            registry=r,
+        )
+        self.kappa = Gauge(
+            "streamlearn_prequential_kappa", "Cohen's kappa of the prequential predictions.", registry=r
+        )
+        self.drifts = Counter(
+            "streamlearn_drift_detections",
+            "Drifts flagged by ADWIN on the prequential error stream.",
+            registry=r,
+        )
+        self.update_loss = Gauge(
+            "streamlearn_update_loss", "Training loss the learner reported for its last update.", registry=r
+        )
+        self.alignment_cos = Gauge(
+            "streamlearn_gradient_alignment_cosine",
+            "Cosine between the incoming-batch gradient and a replay-sample gradient (last probe).",
+            registry=r,
+        )
+        self.alignment_dot = Gauge(
+            "streamlearn_gradient_alignment_dot",
+            "Dot product between the incoming-batch and replay-sample gradients (last probe).",
+            registry=r,
+        )
+        self.alignment_cos_hist = Histogram(
+            "streamlearn_gradient_alignment_cosine_distribution",
+            "Distribution of the gradient-alignment cosine over probes.",
+            buckets=COSINE_BUCKETS,
+            registry=r,
+        )
+        self.alignment_dot_hist = Histogram(
+            "streamlearn_gradient_alignment_dot_distribution",
+            "Distribution of the gradient-alignment dot product over probes.",
+            buckets=DOT_BUCKETS,
+            registry=r,
+        )
+        self.learning_rate = Gauge(
+            "streamlearn_learning_rate",
+            "La-MAML/C-MAML effective per-parameter learning rates relu(alpha): mean, min, max.",
+            ["stat"],
+            registry=r,
+        )
+        self.update_seconds = Histogram(
+            "streamlearn_update_duration_seconds",
+            "Wall time of one learner update (predict + learn one micro-batch).",
+            buckets=UPDATE_BUCKETS,
+            registry=r,
+        )
+        self.buffer_examples = Gauge(
+            "streamlearn_replay_buffer_examples", "Examples held in the replay buffer.", registry=r
+        )
+        self.buffer_capacity = Gauge(
+            "streamlearn_replay_buffer_capacity_examples", "Capacity of the replay buffer.", registry=r
+        )
+        self.buffer_bytes = Gauge(
+            "streamlearn_replay_buffer_bytes",
+            "Memory of the replay buffer's preallocated tensors.",
+            registry=r,
+        )
+        self.buffer_class = Gauge(
+            "streamlearn_replay_buffer_class_examples",
+            "Examples in the replay buffer per class (label name).",
+            ["class_label"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "streamlearn_consumer_lag_messages",
+            "High watermark minus the next offset to learn, per partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.offset = Gauge(
+            "streamlearn_consumer_offset",
+            "Next offset to learn per partition (what the next checkpoint would commit).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.checkpoint_time = Gauge(
+            "streamlearn_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last durable checkpoint (0: none yet in this process).",
+            registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            "streamlearn_checkpoint_age_seconds",
+            "Seconds since the last durable checkpoint (since start when there is none).",
+            registry=r,
+        )
+        self.checkpoint_seconds = Histogram(
+            "streamlearn_checkpoint_duration_seconds",
+            "Time to write, fsync and commit one checkpoint.",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "streamlearn_checkpoints_written", "Checkpoints written and made durable.", registry=r
+        )
+        self.checkpoint_failures = Counter(
+            "streamlearn_checkpoint_failures",
+            "Checkpoints that could not be written (offsets not committed past the last good one).",
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "streamlearn_model_version", "Updates applied to the learning model (its version).", registry=r
+        )
+        self.published_version = Gauge(
+            "streamlearn_snapshot_published_version",
+            "Model version last published to the prediction server.",
+            registry=r,
+        )
+
+    def observe_prequential(self, snap: dict[str, Any]) -> None:
+        """Copy a ``PrequentialMetrics.snapshot()`` into the gauges."""
+        self.accuracy.set(snap["accuracy"])
+        self.accuracy_rolling.set(snap["rolling_accuracy"])
+        self.kappa.set(snap["kappa"])
+        if snap["loss"] == snap["loss"]:  # NaN until a loss is known: leave the gauge absent-ish at 0
+            self.loss.set(snap["loss"])
+        for task, acc in snap["task_accuracy"].items():
+            self.task_accuracy.labels(task=str(task)).set(acc)
+
+
+class ServingMetrics:
+    """What a prediction server reports (the daemon's server process and each read-only replica)."""
+
+    def __init__(self, registry: CollectorRegistry, *, role: str, learner: str, model: str) -> None:
+        r = registry
+        self.build_info = Gauge(
+            "streamlearn_build_info",
+            "Always 1; labels say the version, the role (learner or replica), the learner and model name.",
+            ["version", "role", "learner", "model"],
+            registry=r,
+        )
+        self.build_info.labels(version=__version__, role=role, learner=learner, model=model).set(1)
+        self.ready = Gauge(
+            "streamlearn_ready",
+            "1 when predictions can be served (model restored; for the learner also consumer assigned).",
+            registry=r,
+        )
+        self.requests = Counter(
+            "streamlearn_prediction_requests",
+            "HTTP requests to the prediction server by endpoint and status code.",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.seconds = Histogram(
+            "streamlearn_prediction_duration_seconds",
+            "Time to answer a request (parse, predict, respond), by endpoint.",
+            ["endpoint"],
+            buckets=PREDICT_BUCKETS,
+            registry=r,
+        )
+        self.rows = Counter("streamlearn_prediction_rows", "Rows (examples) predicted over HTTP.", registry=r)
+        self.serving_version = Gauge(
+            "streamlearn_serving_model_version",
+            "Version (update count) of the model snapshot this server answers with.",
+            registry=r,
+        )
+        self.reloads = Counter(
+            "streamlearn_serving_reloads",
+            "Model snapshots this server has loaded (checkpoint reloads on a replica).",
+            registry=r,
+        )
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Prometheus text exposition (format 0.0.4) of a registry."""
+    return generate_latest(registry)

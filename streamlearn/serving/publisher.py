@@ -1,0 +1,95 @@
+"""The learner's side of serving: start the server process, publish snapshots and metrics to it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from torch import nn
+
+from streamlearn.config import Config
+from streamlearn.errors import StreamlearnError
+from streamlearn.runtime import die_with_parent_hook
+from streamlearn.serving.predictor import flat_size, param_arrays
+from streamlearn.serving.server_process import BIND_FAILED
+from streamlearn.serving.snapshot import SharedSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(StreamlearnError):
+    """The prediction server could not start (port taken, process died)."""
+
+
+class Publisher:
+    def __init__(self, cfg: Config, model: nn.Module, learner_name: str) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.snap = SharedSnapshot.create(flat_size(model))
+        self.published_version = -1
+        self.learner_name = learner_name
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout_s: float = 60.0) -> int:
+        """Start the server process and wait until it listens; returns the port."""
+        spec = {
+            "shm": self.snap.name,
+            "model": dataclasses.asdict(self.cfg.model),
+            "serve": dataclasses.asdict(self.cfg.serve),
+            "learner": self.learner_name,
+            "parent_pid": os.getpid(),
+            "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlearn.serving.server_process"],
+            stdin=subprocess.PIPE,
+            preexec_fn=die_with_parent_hook(),
+        )
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(spec).encode())
+        self.process.stdin.close()
+        deadline = time.monotonic() + timeout_s
+        while self.snap.port == 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        if self.snap.port in (0, BIND_FAILED):
+            self.stop()
+            s = self.cfg.serve
+            raise ServingError(
+                f"the prediction server could not listen on {s.host}:{s.port} (serve.host/serve.port; "
+                "is the port taken? see the log above)"
+            )
+        self.port = self.snap.port
+        return self.port
+
+    def publish_model(self, version: int) -> None:
+        self.snap.publish(param_arrays(self.model), version)
+        self.published_version = version
+
+    def publish_text(self, meta: dict[str, Any], metrics: bytes) -> None:
+        self.snap.publish_text(meta, metrics)
+
+    def set_ready(self, ready: bool) -> None:
+        self.snap.set_ready(ready)
+
+    def stop(self) -> None:
+        """Stop the server process and release the shared memory (idempotent)."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self.snap is not None:
+            self.snap.close()
+            self.snap = None  # type: ignore[assignment]

@@ -1,0 +1,130 @@
+"""The daemon's prediction server: a separate process that reads the learner's shared snapshot.
+
+The learner never waits for it and it never waits for the learner: requests copy the newest
+consistent snapshot (sequence lock, see ``snapshot.py``) when its version changed, then predict
+from that private copy. The process dies with the learner (``PR_SET_PDEATHSIG`` plus a watchdog
+on the parent pid), so a ``kill -9`` of the daemon never leaves a server answering with a stale
+model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from streamlearn.config import ModelConfig, ServeConfig
+from streamlearn.serving.http import App, ServerSettings, make_server
+from streamlearn.serving.predictor import ModelView, Predictor
+from streamlearn.serving.snapshot import SharedSnapshot
+
+log = logging.getLogger(__name__)
+
+BIND_FAILED = -1
+
+
+class SharedMemorySource:
+    """``ModelSource`` over the learner's snapshot: refreshes lazily when the version moved."""
+
+    def __init__(self, snap: SharedSnapshot, predictor: Predictor) -> None:
+        self.snap = snap
+        self.predictor = predictor
+        self._lock = threading.Lock()  # serialises refreshes only; predictions never take it
+
+    def current(self) -> ModelView | None:
+        view = self.predictor.view
+        published = self.snap.version
+        if published >= 0 and (view is None or view.version != published):
+            with self._lock:
+                view = self.predictor.view
+                if view is None or view.version != self.snap.version:
+                    flat = np.empty(self.predictor.n_params, dtype=np.float32)
+                    version = self.snap.read(flat)
+                    meta, _ = self.snap.read_text()
+                    labels = meta.get("labels") or [str(i) for i in range(self.predictor.cfg.n_classes)]
+                    view = self.predictor.load_flat(flat, version, labels)
+        return view
+
+    def ready(self) -> bool:
+        return self.snap.ready
+
+    def extra_metrics(self) -> bytes:
+        return self.snap.read_text()[1]
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(0)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def server_main(
+    shm_name: str, model: ModelConfig, serve: ServeConfig, learner: str, parent_pid: int, log_level: str
+) -> None:
+    """Run the server until the parent stops us (SIGTERM) or dies."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[server]: %(message)s")
+    _die_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group: the learner decides when we stop (SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    from streamlearn.runtime import pin_threads
+
+    pin_threads(1)
+    snap = SharedSnapshot.attach(shm_name)
+    source = SharedMemorySource(snap, Predictor(model))
+    settings = ServerSettings(
+        model_name=serve.model_name,
+        learner=learner,
+        n_inputs=model.n_inputs,
+        n_classes=model.n_classes,
+        max_request_bytes=serve.max_request_bytes,
+        max_rows=serve.max_rows,
+        auth_token=serve.auth_token,
+    )
+    try:
+        server = make_server(App(source, settings, role="learner"), serve.host, serve.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", serve.host, serve.port, exc.strerror or exc)
+        snap.set_port(BIND_FAILED)
+        return
+    snap.set_port(server.server_port)
+    server.serve_forever(poll_interval=0.5)
+
+
+def main() -> None:
+    """``python -m streamlearn.serving.server_process`` with its settings as one JSON object on stdin.
+
+    A plain subprocess rather than multiprocessing: 'spawn' re-imports the caller's ``__main__``
+    (breaking any script that embeds the daemon without a main guard) and 'fork' would copy the
+    learner's thread pools and sockets. stdin keeps the bearer token out of ``ps``.
+    """
+    spec: dict[str, Any] = json.loads(sys.stdin.read())
+    server_main(
+        spec["shm"],
+        ModelConfig(**spec["model"]),
+        ServeConfig(**spec["serve"]),
+        spec["learner"],
+        int(spec["parent_pid"]),
+        spec["log_level"],
+    )
+
+
+if __name__ == "__main__":
+    main()
