@@ -157,6 +157,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="read-only prediction replica: serve the newest checkpoint of a directory, hot-reloaded",
+        description=(
+            "Serve predictions (POST /predict, Open Inference Protocol /v2/...) and /metrics from the newest "
+            "good checkpoint in --checkpoint-dir, reloading when the learner writes a newer one. No Kafka, "
+            "no learning: run as many replicas as the load needs, sharing the learner's checkpoint volume. "
+            "The model shape comes from the config (-c), the same file the learner uses."
+        ),
+    )
+    _add_config_args(p)
+    p.add_argument(
+        "--checkpoint-dir",
+        default=os.environ.get("STREAMLEARN_CHECKPOINT_DIR"),
+        help="directory the learner writes checkpoints to (env STREAMLEARN_CHECKPOINT_DIR; "
+        "default: the config's checkpoint.dir)",
+    )
+    p.add_argument(
+        "--host", default=None, help="listen address (default: the config's serve.host, 127.0.0.1)"
+    )
+    p.add_argument(
+        "--port", type=int, default=None, help="listen port (default: the config's serve.port, 8080)"
+    )
+    p.add_argument(
+        "--poll-seconds", type=float, default=2.0, help="how often to look for a newer checkpoint (default 2)"
+    )
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from streamlearn.config import load_config
+    from streamlearn.serving.replica import run_replica
+
+    overrides = list(args.overrides)
+    if args.host is not None:
+        overrides.append(f"serve.host={args.host}")
+    if args.port is not None:
+        overrides.append(f"serve.port={args.port}")
+    cfg = load_config(args.config, overrides)
+    run_replica(cfg, args.checkpoint_dir or cfg.checkpoint.dir, poll_seconds=args.poll_seconds)
+    return 0
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     from streamlearn.learners import LEARNERS
     from streamlearn.streams import STREAM_NAMES
@@ -167,7 +211,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description=(
             "Starts the embedded Kafka-protocol broker, produces a benchmark stream into it, runs the daemon "
             "on it and prints a live summary line (examples/s, prequential accuracy, lag). Ctrl-C stops it "
-            "cleanly. With --max-examples it stops by itself after that many learned examples."
+            "cleanly. With --max-examples it stops by itself after that many learned examples. Predictions "
+            "and Prometheus metrics are served while it learns (serve.port, default 8080: "
+            "POST /predict, /v2/models/streamlearn/infer, GET /metrics)."
         ),
     )
     _add_config_args(p)
@@ -308,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     _add_run(sub)
+    _add_serve(sub)
     _add_demo(sub)
     _add_produce(sub)
     _add_bench(sub)

@@ -73,7 +73,8 @@ def _matrix(data: Any, what: str) -> np.ndarray:
         raise ApiError(400, f"{what} must hold only numbers (no strings, nulls, objects or huge integers)")
     if arr.dtype.kind == "f" and _has_bool(data):
         raise ApiError(400, f"{what} holds booleans; expected numbers")
-    out = arr.astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+        out = arr.astype(np.float32)
     if not np.isfinite(out).all():
         raise ApiError(400, f"{what} holds a value that is not finite in float32")
     return out

@@ -1,0 +1,136 @@
+"""``streamlearn serve``: a read-only prediction replica fed by the learner's checkpoints.
+
+No Kafka, no learning: it loads the newest checkpoint that verifies from a directory the learner
+writes (a shared volume), and a background thread polls for a newer one and swaps it in, so
+predictions scale out horizontally while one learner writes. A corrupt or half-copied newest file
+is skipped (logged once) and the replica keeps answering with the model it has.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from streamlearn.checkpoint import CheckpointInfo, CheckpointStore
+from streamlearn.config import Config
+from streamlearn.errors import CheckpointError
+from streamlearn.ingest.labels import LabelMap
+from streamlearn.serving.http import App, ServerSettings, make_server
+from streamlearn.serving.predictor import ModelView, Predictor
+
+log = logging.getLogger(__name__)
+
+
+def label_names(state: dict[str, Any], n_classes: int) -> list[str]:
+    labels = LabelMap(n_classes)
+    labels.load_state_dict(state)
+    return labels.names() or [str(i) for i in range(n_classes)]
+
+
+class CheckpointSource:
+    """``ModelSource`` over a checkpoint directory."""
+
+    def __init__(self, directory: str | Path, predictor: Predictor) -> None:
+        self.store = CheckpointStore(directory)
+        self.predictor = predictor
+        self.loaded: CheckpointInfo | None = None
+        self._refused: set[tuple[Path, int]] = set()  # (path, size) already logged as unusable
+
+    def poll(self) -> bool:
+        """Load the newest usable checkpoint if it is newer than the one served; True if loaded."""
+        for info in reversed(self.store.list()):
+            if self.loaded is not None and (info.examples, info.seq) <= (
+                self.loaded.examples,
+                self.loaded.seq,
+            ):
+                return False
+            try:
+                key = (info.path, info.path.stat().st_size)
+            except OSError:  # pruned by the learner between list() and here
+                continue
+            if key in self._refused:
+                continue
+            try:
+                self._load(info)
+                return True
+            except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
+                self._refused.add(key)
+                log.error("not serving %s: %s", info.path.name, exc)
+        return False
+
+    def _load(self, info: CheckpointInfo) -> None:
+        from streamlearn.checkpoint import read
+
+        state = read(info.path)
+        learner = state["learner"]
+        labels = label_names(state["labels"], self.predictor.cfg.n_classes)
+        self.predictor.load_state(learner["model"], int(learner["updates"]), labels)
+        self.loaded = info
+        log.info(
+            "serving %s: model version %d, %d examples learned",
+            info.path.name,
+            learner["updates"],
+            info.examples,
+        )
+
+    def current(self) -> ModelView | None:
+        return self.predictor.view
+
+    def ready(self) -> bool:
+        return self.predictor.view is not None
+
+    def extra_metrics(self) -> bytes:
+        return b""
+
+
+def run_replica(cfg: Config, checkpoint_dir: str, *, poll_seconds: float = 2.0) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    from streamlearn.runtime import pin_threads
+
+    pin_threads(1)
+    source = CheckpointSource(checkpoint_dir, Predictor(cfg.model))
+    if not source.poll():
+        log.warning("no usable checkpoint in %s yet: not ready until one appears", checkpoint_dir)
+    s = cfg.serve
+    settings = ServerSettings(
+        model_name=s.model_name,
+        learner=cfg.learner.name,
+        n_inputs=cfg.model.n_inputs,
+        n_classes=cfg.model.n_classes,
+        max_request_bytes=s.max_request_bytes,
+        max_rows=s.max_rows,
+        auth_token=s.auth_token,
+    )
+    server = make_server(App(source, settings, role="replica"), s.host, s.port)
+    stop = threading.Event()
+
+    def reload_loop() -> None:
+        while not stop.wait(poll_seconds):
+            try:
+                source.poll()
+            except Exception:  # never let a bad file end hot reloading
+                log.exception("checkpoint poll failed")
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping the replica", signal.Signals(signum).name)
+        stop.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threading.Thread(target=reload_loop, name="reload", daemon=True).start()
+    log.info(
+        "read-only replica serving %s on http://%s:%d (polling every %.1f s)",
+        checkpoint_dir,
+        s.host,
+        server.server_port,
+        poll_seconds,
+    )
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        stop.set()
+        server.server_close()
