@@ -30,7 +30,11 @@ class StaticSource:
         return self.is_ready
 
     def extra_metrics(self) -> bytes:
-        return b"# HELP streamlearn_examples_learned_total x\n# TYPE streamlearn_examples_learned_total counter\nstreamlearn_examples_learned_total 42.0\n"
+        return (
+            b"# HELP streamlearn_examples_learned_total x\n"
+            b"# TYPE streamlearn_examples_learned_total counter\n"
+            b"streamlearn_examples_learned_total 42.0\n"
+        )
 
 
 def _view() -> tuple[ModelView, Predictor]:
@@ -73,7 +77,7 @@ def call(
 
 
 def test_predict_and_infer_answer_the_model_with_its_version(served) -> None:
-    app, conn, view = served
+    _app, conn, view = served
     x = np.linspace(0, 1, N_IN, dtype=np.float32)
     expected = view.predict_proba(x.reshape(1, -1))[0]
     status, out = call(conn, "POST", "/predict", {"x": x.tolist()})
@@ -111,7 +115,7 @@ def test_predict_and_infer_answer_the_model_with_its_version(served) -> None:
     ],
 )
 def test_bad_requests_get_json_4xx_and_the_server_keeps_going(served, method, path, body, status) -> None:
-    app, conn, _ = served
+    _app, conn, _ = served
     got, out = call(conn, method, path, body)
     assert got == status and isinstance(out, dict) and out["error"]
     assert call(conn, "GET", "/v2/health/live")[0] == 200  # same connection still works
@@ -156,7 +160,7 @@ def test_bearer_token_guards_predictions_only() -> None:
 
 
 def test_metrics_count_requests_by_endpoint_and_code_and_append_the_learners(served) -> None:
-    app, conn, _ = served
+    _app, conn, _ = served
     call(conn, "POST", "/predict", {"x": [0] * N_IN})
     call(conn, "POST", "/predict", {"x": [0] * N_IN})
     call(conn, "POST", "/predict", {"x": [0]})
