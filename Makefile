@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch 2.13.0 is the CPU build on this machine's disk; install it first so nothing pulls a CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e '.[dev]'
+	# prometheus + promtool (Debian package) for the deploy tests and the real-Prometheus test.
+	bash scripts/install-prometheus.sh
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
