@@ -12,7 +12,8 @@ from this process over keep-alive connections on 127.0.0.1:
 
 While learning, load phases alternate with no-load phases, and the learning slowdown of a phase
 is its examples/s against the mean of the no-load phases around it. After the topic is drained
-the same load runs again against the idle learner. Bounded: about (3·levels + 1)·seconds plus the time to drain the topic (~3 minutes by default).
+the same load runs again against the idle learner. Bounded: about (3·levels + 1)·seconds plus
+the time to drain the topic (~3 minutes by default).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def main() -> int:
     ap.add_argument("--rates", default="100,200,500", help="open-loop request rates; 'max' is always added")
     ap.add_argument("--tasks", type=int, default=20, help="rotated-mnist-10k tasks to prefill (1000 each)")
     ap.add_argument(
-        "--repeat", type=int, default=2, help="send the stream this many times, so learning outlasts the phases"
+        "--repeat", type=int, default=2, help="send the stream N times (learning outlasts the phases)"
     )
     ap.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
     args = ap.parse_args()
