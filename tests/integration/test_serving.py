@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,10 +50,12 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_predictions_follow_the_learning_model_and_metrics_are_sane(broker, topic, tmp_path) -> None:
-    n_tasks, n = 3, 3000
-    messages = list(stream_messages("rotated-mnist-10k", n_tasks))
-    probe_rows = np.asarray([m["x"] for m in messages[:4]], dtype=np.float32)
+@contextlib.contextmanager
+def learning_daemon(
+    broker: Any, topic: str, tmp_path: Path, *, n_tasks: int, rate: float
+) -> Iterator[tuple[Daemon, dict[str, Any]]]:
+    """A La-MAML daemon (alignment probed every 5 updates, checkpoints every second) fed the BAD
+    messages, then ``n_tasks`` of rotated-mnist-10k at ``rate`` msg/s; stopped on exit."""
     cfg = make_config(
         broker,
         topic,
@@ -61,8 +66,9 @@ def test_predictions_follow_the_learning_model_and_metrics_are_sane(broker, topi
     produce(BAD, broker.bootstrap_servers, topic, progress=None)
     feeder = threading.Thread(
         target=produce,
-        args=(messages, broker.bootstrap_servers, topic),
-        kwargs={"rate": 1500, "progress": None},
+        args=(stream_messages("rotated-mnist-10k", n_tasks), broker.bootstrap_servers, topic),
+        kwargs={"rate": rate, "progress": None},
+        daemon=True,
     )
     feeder.start()
     daemon = Daemon(load_config_dict(cfg, "test"))
@@ -70,17 +76,31 @@ def test_predictions_follow_the_learning_model_and_metrics_are_sane(broker, topi
     runner.start()
     try:
         deadline = time.monotonic() + 60
-        while daemon.serve_port is None and runner.is_alive() and time.monotonic() < deadline:
+        while not (daemon.serve_port and daemon.ready.is_set()) and runner.is_alive():
+            assert time.monotonic() < deadline, "daemon did not become ready"
             time.sleep(0.05)
+        yield daemon, cfg
+    finally:
+        daemon.request_stop()
+        runner.join(timeout=60)
+        feeder.join(timeout=30)
+    assert not runner.is_alive()
+
+
+def test_predictions_follow_the_learning_model_and_metrics_are_sane(broker, topic, tmp_path) -> None:
+    n_tasks, n = 3, 3000
+    messages = list(stream_messages("rotated-mnist-10k", 1))
+    probe_rows = np.asarray([m["x"] for m in messages[:4]], dtype=np.float32)
+    with learning_daemon(broker, topic, tmp_path, n_tasks=n_tasks, rate=1500) as (daemon, _cfg):
         port = daemon.serve_port
         assert port is not None
+        deadline = time.monotonic() + 60
         seen: list[tuple[int, list[float]]] = []
         while daemon.learned < n and time.monotonic() < deadline + 120:
             status, out = request(port, "POST", "/predict", {"x": probe_rows[0].tolist()})
             assert status == 200, out
             seen.append((out["model_version"], [out["probabilities"][str(i)] for i in range(10)]))
             time.sleep(0.02)
-        feeder.join(timeout=30)
         versions = [v for v, _ in seen]
         assert versions == sorted(versions), "model versions went backwards"
         assert len(set(versions)) >= 5, f"saw only versions {sorted(set(versions))}"
@@ -157,9 +177,5 @@ def test_predictions_follow_the_learning_model_and_metrics_are_sane(broker, topi
         assert one("streamlearn_prediction_duration_seconds_count", endpoint="predict") == len(seen) + 1
         build = [k for k in m if k[0] == "streamlearn_build_info"]
         assert dict(build[0][1])["learner"] == "lamaml" and dict(build[0][1])["role"] == "learner"
-    finally:
-        daemon.request_stop()
-        runner.join(timeout=60)
-    assert not runner.is_alive()
     with pytest.raises(OSError):  # the server process went with the daemon
         request(port, "GET", "/v2/health/live")
