@@ -38,7 +38,7 @@ from streamlearn.ingest.broker import EmbeddedBroker, create_topic
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Example, Rejection
 from streamlearn.ingest.labels import LabelMap, TaskMap
-from streamlearn.ingest.source import KafkaSource, offset_key
+from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key
 from streamlearn.learners import Learner, UpdateStats, build_model, make_learner
 from streamlearn.metrics import LearnerMetrics, render
 from streamlearn.runtime import pin_threads
@@ -193,6 +193,16 @@ class Daemon:
             for tp in parts:
                 self.next_offset[tp] = source.consumer.position(tp)
                 log.info("consuming %s from %s", offset_key(tp), origin[offset_key(tp)])
+            try:
+                source.check_beginning(
+                    {
+                        tp: off
+                        for tp, off in self.next_offset.items()
+                        if offset_key(tp) in self._restored_offsets
+                    }
+                )
+            except OffsetOutOfRange as exc:
+                self._out_of_range(source, exc)
             self._source = source
             self.ready.set()
             if self.publisher is not None:
@@ -225,14 +235,19 @@ class Daemon:
             )
             return
         while not self._stop.is_set():
-            for tp, rec in source.poll(cfg.kafka.poll_timeout_ms):
-                self._handle(tp, rec, sink)
-                if len(self.pending.examples) >= self.batch_size:
-                    self._learn_pending()
-                    if max_examples is not None and self.learned >= max_examples:
-                        self._stop.set()
-                    if self._stop.is_set():
-                        break
+            try:
+                for tp, rec in source.poll(cfg.kafka.poll_timeout_ms):
+                    self._handle(tp, rec, sink)
+                    if len(self.pending.examples) >= self.batch_size:
+                        self._learn_pending()
+                        if max_examples is not None and self.learned >= max_examples:
+                            self._stop.set()
+                        if self._stop.is_set():
+                            break
+                else:  # every fetched record handled: our positions are the consumer's
+                    source.check_range(self.next_offset)
+            except OffsetOutOfRange as exc:
+                self._out_of_range(source, exc)
             now = time.monotonic()
             if (
                 self.learned - last_ckpt_examples >= cfg.checkpoint.every_examples
@@ -247,6 +262,27 @@ class Daemon:
                 rate = (self.learned - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
                 rate_mark, last_log = (now, self.learned), now
                 self._report(source, rate)
+
+    def _out_of_range(self, source: KafkaSource, exc: OffsetOutOfRange) -> None:
+        """Apply kafka.offset_out_of_range: 'fail' stops with the error (nothing checkpointed or
+        committed past what was learned); 'earliest'/'latest' reset explicitly, loudly and counted."""
+        policy = self.cfg.kafka.offset_out_of_range
+        if policy == "fail":
+            log.error("%s", exc)
+            raise exc
+        if self.pending.examples:  # learned before the reset: they were read from the old log
+            self._learn_pending()
+        for tp, wanted in exc.offsets.items():
+            new = source.reset(tp, policy)
+            self.next_offset[tp] = new
+            self.m.offset_resets.labels(topic=tp.topic, partition=str(tp.partition), policy=policy).inc()
+            log.warning(
+                "%s: offset %d is out of range; kafka.offset_out_of_range=%s: reading continues at %d",
+                offset_key(tp),
+                wanted,
+                policy,
+                new,
+            )
 
     def _handle(self, tp: TopicPartition, rec: Any, sink: DeadLetterSink) -> None:
         self.consumed += 1

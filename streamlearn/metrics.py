@@ -152,6 +152,12 @@ class LearnerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.offset_resets = Counter(
+            "streamlearn_offset_resets",
+            "Positions reset because they left the log (kafka.offset_out_of_range earliest/latest).",
+            ["topic", "partition", "policy"],
+            registry=r,
+        )
         self.checkpoint_time = Gauge(
             "streamlearn_checkpoint_last_success_timestamp_seconds",
             "Unix time of the last durable checkpoint (0: none yet in this process).",

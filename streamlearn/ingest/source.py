@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from streamlearn.config import KafkaConfig
@@ -28,6 +28,22 @@ log = logging.getLogger(__name__)
 
 class SourceError(StreamlearnError):
     """The source cannot start: topic missing, partitions unknown, broker unreachable."""
+
+
+class OffsetOutOfRange(SourceError):
+    """A partition's next offset is not in the log any more (retention, truncation, topic recreated).
+
+    ``offsets`` maps each affected partition to the offset the daemon wanted to read next.
+    """
+
+    def __init__(self, offsets: Mapping[TopicPartition, int], why: str) -> None:
+        self.offsets = dict(offsets)
+        where = ", ".join(f"{offset_key(tp)} at offset {off}" for tp, off in self.offsets.items())
+        super().__init__(
+            f"{where}: {why}. Refusing to go on silently (that would skip or re-learn examples). "
+            "If the topic was really reset, set kafka.offset_out_of_range to 'earliest' (learn what the "
+            "topic holds now, from its start) or 'latest' (only new messages) and restart."
+        )
 
 
 def offset_key(tp: TopicPartition) -> str:
@@ -43,7 +59,10 @@ class KafkaSource:
             **client_options(cfg, bootstrap_servers),
             group_id=cfg.group_id,
             enable_auto_commit=False,
-            auto_offset_reset=cfg.auto_offset_reset,
+            # Never let the client reset a position by itself: that silently skips or re-learns
+            # examples. A fresh start is seeked explicitly (seek()); an out-of-range position raises
+            # and the daemon applies kafka.offset_out_of_range.
+            auto_offset_reset="none",
             max_poll_records=cfg.max_poll_records,
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
@@ -101,7 +120,11 @@ class KafkaSource:
         return origin
 
     def poll(self, timeout_ms: int) -> Iterable[tuple[TopicPartition, object]]:
-        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
+        except OffsetOutOfRangeError as exc:  # real Kafka: the fetch position left the log
+            offsets = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            raise OffsetOutOfRange(offsets, "the broker says this offset is out of range") from None
         for tp in sorted(batches, key=lambda t: t.partition):
             for rec in batches[tp]:
                 yield tp, rec
@@ -114,6 +137,46 @@ class KafkaSource:
         except KafkaError as exc:
             log.warning("offset commit failed (will retry at the next checkpoint): %s", exc)
             return False
+
+    def check_range(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Raise OffsetOutOfRange if a position lies outside the partition's log.
+
+        Real Kafka answers a fetch beyond the log with an error, but not every Kafka-protocol broker
+        does (tansu returns no records), so the daemon also compares its positions with the log's
+        bounds: below the earliest offset (retention deleted unlearned records) or above the high
+        watermark (the topic was recreated or truncated).
+        """
+        beyond = {}
+        for tp, pos in positions.items():
+            hw = self.consumer.highwater(tp)
+            if hw is not None and pos > hw:
+                beyond[tp] = pos
+        if beyond:
+            hws = {offset_key(tp): self.consumer.highwater(tp) for tp in beyond}
+            raise OffsetOutOfRange(
+                beyond, f"beyond the end of the log (high watermark {hws}): recreated or truncated"
+            )
+
+    def check_beginning(self, positions: Mapping[TopicPartition, int]) -> None:
+        """At start: a checkpointed position below the earliest offset: records deleted unlearned."""
+        if not positions:
+            return
+        first = self.consumer.beginning_offsets(list(positions))
+        below = {tp: pos for tp, pos in positions.items() if pos < first.get(tp, 0)}
+        if below:
+            firsts = {offset_key(tp): first[tp] for tp in below}
+            raise OffsetOutOfRange(below, f"before the earliest offset still in the log {firsts} (retention)")
+
+    def reset(self, tp: TopicPartition, policy: str) -> int:
+        """Apply kafka.offset_out_of_range (earliest or latest) to one partition; returns the position."""
+        hw = self.consumer.highwater(tp)
+        if policy == "earliest":
+            self.consumer.seek_to_beginning(tp)
+        elif hw is not None:  # the high watermark, not ListOffsets(latest): tansu answers that wrongly
+            self.consumer.seek(tp, hw)
+        else:
+            self.consumer.seek_to_end(tp)
+        return int(self.consumer.position(tp))
 
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """highwater − position per partition (the broker's end_offsets can't be trusted on tansu)."""
