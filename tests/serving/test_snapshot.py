@@ -17,15 +17,18 @@ def test_concurrent_reads_see_whole_versions_only() -> None:
     snap = SharedSnapshot.create(N)
     writer_code = textwrap.dedent(
         f"""
-        import numpy as np, sys
+        import numpy as np, time
         from streamlearn.serving.snapshot import SharedSnapshot
         snap = SharedSnapshot.attach({snap.name!r})
-        for v in range(1, 400):
+        v, end = 0, time.monotonic() + 1.5  # long enough to overlap the reader on a slow machine
+        while time.monotonic() < end:
+            v += 1
             snap.publish(np.full({N}, v, dtype=np.float32), version=v)
+        print(v)
         snap.close()
         """
     )
-    writer = subprocess.Popen([sys.executable, "-c", writer_code])
+    writer = subprocess.Popen([sys.executable, "-c", writer_code], stdout=subprocess.PIPE, text=True)
     out = np.empty(N, dtype=np.float32)
     versions = []
     try:
@@ -37,11 +40,11 @@ def test_concurrent_reads_see_whole_versions_only() -> None:
             assert out.min() == out.max() == v, (v, out.min(), out.max())
             versions.append(v)
     finally:
-        writer.wait(timeout=60)
+        last = int(writer.communicate(timeout=60)[0])
     assert writer.returncode == 0
     assert versions == sorted(versions)  # never goes back
     assert len(set(versions)) > 1, "the reader saw only one version; the test proved nothing"
-    assert snap.read(out) == 399 and (out == 399).all()
+    assert snap.read(out) == last and (out == last).all()
     snap.close()
 
 
