@@ -9,8 +9,6 @@ model.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -49,7 +47,7 @@ class SharedMemorySource:
                 if view is None or view.version != self.snap.version:
                     flat = np.empty(self.predictor.n_params, dtype=np.float32)
                     version = self.snap.read(flat)
-                    meta, _ = self.snap.read_text()
+                    meta = self.snap.read_meta()  # labels only: not the metrics text
                     labels = meta.get("labels") or [str(i) for i in range(self.predictor.cfg.n_classes)]
                     view = self.predictor.load_flat(flat, version, labels)
         return view
@@ -62,10 +60,8 @@ class SharedMemorySource:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
+    # PR_SET_PDEATHSIG is set by the learner at spawn (runtime.die_with_parent_hook); this watchdog
+    # covers platforms without it.
     def watch() -> None:
         while True:
             if os.getppid() != parent_pid:

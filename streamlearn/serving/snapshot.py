@@ -142,13 +142,17 @@ class SharedSnapshot:
             if int(self._hdr[_SEQ]) == s1:
                 return version
 
-    def read_text(self) -> tuple[dict[str, Any], bytes]:
+    def read_text(self, *, metrics: bool = True) -> tuple[dict[str, Any], bytes]:
+        """Consistent metadata and (unless ``metrics=False``) the metrics text."""
         while True:
             s1 = int(self._hdr[_SEQ_TEXT])
             if s1 % 2:
                 time.sleep(0)
                 continue
             meta_raw = self._meta[: int(self._hdr[_META_LEN])].tobytes()
-            metrics = self._metrics[: int(self._hdr[_METRICS_LEN])].tobytes()
+            text = self._metrics[: int(self._hdr[_METRICS_LEN])].tobytes() if metrics else b""
             if int(self._hdr[_SEQ_TEXT]) == s1:
-                return (json.loads(meta_raw) if meta_raw else {}), metrics
+                return (json.loads(meta_raw) if meta_raw else {}), text
+
+    def read_meta(self) -> dict[str, Any]:
+        return self.read_text(metrics=False)[0]
