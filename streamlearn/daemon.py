@@ -37,6 +37,7 @@ from streamlearn.evaluation.prequential import PrequentialMetrics
 from streamlearn.ingest.broker import EmbeddedBroker, create_topic
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Example, Rejection
+from streamlearn.ingest.health import BrokerHealth
 from streamlearn.ingest.labels import LabelMap, TaskMap
 from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key
 from streamlearn.learners import Learner, UpdateStats, build_model, make_learner
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 #: how often the loop refreshes gauges and hands the metrics text to the server (seconds)
 METRICS_EVERY_S = 1.0
+#: how often offsets a checkpoint could not commit are retried between checkpoints (seconds)
+COMMIT_RETRY_S = 2.0
 
 
 @dataclass
@@ -140,6 +143,10 @@ class Daemon:
         self._started = time.time()
         self._last_checkpoint_time: float | None = None
         self._source: KafkaSource | None = None
+        self.health: BrokerHealth | None = None
+        self._outages_seen = 0
+        #: offsets of a checkpoint written while the broker was down, committed once it is back
+        self._commit_owed: dict[TopicPartition, int] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -204,12 +211,15 @@ class Daemon:
             except OffsetOutOfRange as exc:
                 self._out_of_range(source, exc)
             self._source = source
+            self.health = BrokerHealth(self.cfg.kafka, self.bootstrap).start()
             self.ready.set()
             if self.publisher is not None:
                 self.publisher.set_ready(True)
             self._loop(source, sink)
             self._checkpoint(source, sink, reason="stop")
         finally:
+            if self.health is not None:
+                self.health.stop()
             self.ready.clear()
             if self.publisher is not None:
                 self.publisher.set_ready(False)
@@ -226,7 +236,7 @@ class Daemon:
     def _loop(self, source: KafkaSource, sink: DeadLetterSink) -> None:
         cfg = self.cfg
         last_ckpt_examples, last_ckpt_time = self.learned, time.monotonic()
-        last_log = last_metrics = time.monotonic()
+        last_log = last_metrics = last_commit_try = time.monotonic()
         rate_mark = (time.monotonic(), self.learned)
         max_examples = cfg.runtime.max_examples
         if max_examples is not None and self.learned >= max_examples:
@@ -255,6 +265,11 @@ class Daemon:
             ) and not self._stop.is_set():
                 self._checkpoint(source, sink, reason="periodic")
                 last_ckpt_examples, last_ckpt_time = self.learned, now
+            if self._commit_owed is not None and self.broker_up and now - last_commit_try >= COMMIT_RETRY_S:
+                last_commit_try = now
+                if source.commit(self._commit_owed):
+                    log.info("committed the offsets of the last checkpoint (the broker is back)")
+                    self._commit_owed = None
             if now - last_metrics >= METRICS_EVERY_S:
                 last_metrics = now
                 self._publish_metrics()
@@ -347,9 +362,18 @@ class Daemon:
         if self.publisher is not None and self.learner.updates % self.cfg.serve.publish_every == 0:
             self.publisher.publish_model(self.learner.updates)
 
+    @property
+    def broker_up(self) -> bool:
+        return self.health is None or self.health.up
+
     def _publish_metrics(self) -> None:
         """Refresh the gauges that are read rather than counted, and hand the text to the server."""
         m = self.m
+        up = self.broker_up
+        m.broker_up.set(int(up))
+        if self.health is not None and self.health.outages > self._outages_seen:
+            m.broker_outages.inc(self.health.outages - self._outages_seen)
+            self._outages_seen = self.health.outages
         m.observe_prequential(self.metrics.snapshot())
         m.model_version.set(self.learner.updates)
         buf = self.learner.buffer
@@ -369,6 +393,8 @@ class Daemon:
         last = self._last_checkpoint_time
         m.checkpoint_age.set(time.time() - (last if last is not None else self._started))
         if self.publisher is not None:
+            # Not ready while the broker is away: the model is served but no longer learning.
+            self.publisher.set_ready(self.ready.is_set() and up)
             if self.publisher.published_version != self.learner.updates:
                 self.publisher.publish_model(self.learner.updates)
             m.published_version.set(self.publisher.published_version)
@@ -404,6 +430,15 @@ class Daemon:
 
     def _checkpoint(self, source: KafkaSource, sink: DeadLetterSink, *, reason: str) -> bool:
         t0 = time.monotonic()
+        up = self.broker_up
+        if not up and sink.pending:
+            # Dead letters must be acknowledged before the offsets move past them; wait for the broker.
+            log.warning(
+                "checkpoint (%s) postponed: broker down with %d dead letters unacknowledged",
+                reason,
+                sink.pending,
+            )
+            return False
         try:
             sink.flush()  # dead letters must be durable before their offsets are committed
         except Exception as exc:
@@ -421,7 +456,8 @@ class Daemon:
             return False
         self.checkpoints_written += 1
         self._last_checkpoint_time = time.time()
-        committed = source.commit(offsets)
+        committed = up and source.commit(offsets)
+        self._commit_owed = None if committed else offsets
         self.m.checkpoints.inc()
         self.m.checkpoint_time.set(self._last_checkpoint_time)
         self.m.checkpoint_seconds.observe(time.monotonic() - t0)
@@ -431,7 +467,7 @@ class Daemon:
             path.name,
             self.learned,
             {offset_key(tp): o for tp, o in offsets.items()},
-            "" if committed else " (commit failed)",
+            "" if committed else " (commit deferred: broker down)" if not up else " (commit failed)",
             1000 * (time.monotonic() - t0),
         )
         return True

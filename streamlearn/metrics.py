@@ -152,6 +152,16 @@ class LearnerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.broker_up = Gauge(
+            "streamlearn_broker_up",
+            "1 while the Kafka cluster answers the daemon's metadata probe (about once a second), else 0.",
+            registry=r,
+        )
+        self.broker_outages = Counter(
+            "streamlearn_broker_outages",
+            "Times the Kafka cluster stopped answering (learning pauses; serving goes on).",
+            registry=r,
+        )
         self.offset_resets = Counter(
             "streamlearn_offset_resets",
             "Positions reset because they left the log (kafka.offset_out_of_range earliest/latest).",

@@ -547,6 +547,21 @@ def build() -> dict[str, Any]:
         w=12,
         h=8,
     )
+    L.add(
+        timeseries(
+            "Broker reachable / outages",
+            targets(
+                ("streamlearn_broker_up", "broker up {{instance}}"),
+                (f"increase(streamlearn_broker_outages_total[{RI}])", "outages {{instance}}"),
+            ),
+            min_=0,
+            description="1 while the Kafka cluster answers the learner's metadata probe (about once a "
+            "second). While it is 0 the learner serves predictions but learns nothing, reports not "
+            "ready, and defers offset commits; it reconnects by itself.",
+        ),
+        w=24,
+        h=6,
+    )
 
     L.row("Checkpoints")
     L.add(

@@ -7,14 +7,27 @@ reason and source coordinates travel as record headers and as the key
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Any, NamedTuple
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from streamlearn.config import KafkaConfig
 from streamlearn.ingest.kafka_options import client_options
 
 log = logging.getLogger(__name__)
+
+
+class DeadLetterError(KafkaError):
+    """Some dead letters were not acknowledged; they are queued again."""
+
+
+class _Letter(NamedTuple):
+    value: bytes | None
+    key: bytes
+    headers: list[tuple[str, bytes]]
 
 
 class DeadLetterSink:
@@ -29,7 +42,7 @@ class DeadLetterSink:
             enable_idempotence=False,
             retries=5,
         )
-        self._futures: list = []
+        self._futures: list[tuple[Any, _Letter]] = []
 
     @property
     def pending(self) -> int:
@@ -46,19 +59,43 @@ class DeadLetterSink:
             ("streamlearn.source.offset", str(offset).encode()),
         ]
         key = f"{topic}:{partition}:{offset}".encode()
-        self._futures.append(self.producer.send(self.topic, value=value, key=key, headers=headers))
+        self._send(_Letter(value, key, headers))
+
+    def _send(self, letter: _Letter) -> None:
+        fut = self.producer.send(self.topic, value=letter.value, key=letter.key, headers=letter.headers)
+        self._futures.append((fut, letter))
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Block until every dead letter is acknowledged; raises KafkaError if any was not.
 
         ``KafkaProducer.flush`` returns even when sends failed — the failure is in each future —
         so every future is checked before the caller may move its committed offset past them.
+        A letter still in flight (the broker is slow or away) stays pending; one that failed for
+        good (retries or delivery timeout exhausted) is sent again and stays pending. Either way a
+        later flush can still succeed: nothing is dropped, and no letter is sent twice while its
+        first send may still land.
         """
-        if self._futures:
+        if not self._futures:
+            return
+        with contextlib.suppress(KafkaError):  # a timeout leaves futures undone: handled below
             self.producer.flush(timeout=timeout_s)
-            for fut in self._futures:
-                fut.get(timeout=timeout_s)
-            self._futures.clear()
+        pending: list[tuple[Any, _Letter]] = []
+        failed: list[_Letter] = []
+        error: Exception | None = None
+        for fut, letter in self._futures:
+            if not fut.is_done:
+                pending.append((fut, letter))
+            elif fut.failed():
+                failed.append(letter)
+                error = error or fut.exception
+        self._futures = pending
+        for letter in failed:
+            self._send(letter)
+        if self._futures:
+            raise DeadLetterError(
+                f"{len(self._futures)} dead letter(s) not acknowledged"
+                + (f"; {len(failed)} failed ({error}) and were sent again" if failed else "")
+            )
 
     def close(self) -> None:
         try:

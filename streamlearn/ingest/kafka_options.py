@@ -12,6 +12,9 @@ def client_options(cfg: KafkaConfig, bootstrap_servers: str) -> dict[str, Any]:
         "bootstrap_servers": bootstrap_servers.split(","),
         "security_protocol": cfg.security_protocol,
         "client_id": "streamlearn",
+        # kafka-python backs off up to 30 s between reconnects; after a broker restart that is up to
+        # 30 s of not learning for nothing. 2 s keeps the retry load negligible and recovery quick.
+        "reconnect_backoff_max_ms": 2000,
     }
     for key in (
         "sasl_mechanism",

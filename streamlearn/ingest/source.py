@@ -129,10 +129,13 @@ class KafkaSource:
             for rec in batches[tp]:
                 yield tp, rec
 
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> bool:
-        """Commit synchronously; False (logged) if the broker refused — the next checkpoint retries."""
+    def commit(self, offsets: Mapping[TopicPartition, int], timeout_ms: int = 5000) -> bool:
+        """Commit synchronously; False (logged) if the broker refused or did not answer in time —
+        the next checkpoint retries (the checkpoint file, not the commit, is what a restart trusts)."""
         try:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+            self.consumer.commit(
+                {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}, timeout_ms=timeout_ms
+            )
             return True
         except KafkaError as exc:
             log.warning("offset commit failed (will retry at the next checkpoint): %s", exc)

@@ -52,6 +52,8 @@ def _learner_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
     m.checkpoint_age.set(5)
     m.drifts.inc(0)
     m.checkpoint_failures.inc(0)
+    m.broker_up.set(1)
+    m.broker_outages.inc(0)
     s.ready.set(1)
     state = {"version": 0}
 

@@ -52,6 +52,8 @@ METRIC_FAMILIES = [
     "streamlearn_replay_buffer_class_examples",
     "streamlearn_consumer_lag_messages",
     "streamlearn_consumer_offset",
+    "streamlearn_broker_up",
+    "streamlearn_broker_outages_total",
     "streamlearn_checkpoint_last_success_timestamp_seconds",
     "streamlearn_checkpoint_age_seconds",
     "streamlearn_checkpoint_duration_seconds_bucket",
