@@ -118,6 +118,21 @@ class CheckpointStore:
         self._prune()
         return final
 
+    def remove_stale_temporaries(self) -> int:
+        """Delete half-written ``.ckpt-*.tmp`` files a crash left behind (they only waste space).
+
+        Only the single learner that owns this directory may call this, at start, before it writes.
+        """
+        removed = 0
+        if self.dir.is_dir():
+            for p in self.dir.glob(".ckpt-*.tmp"):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    removed += 1
+        if removed:
+            log.warning("removed %d half-written checkpoint file(s) left by a crash in %s", removed, self.dir)
+        return removed
+
     def _prune(self) -> None:
         for old in self.list()[: -self.keep]:
             try:

@@ -473,6 +473,7 @@ class Daemon:
         return True
 
     def _restore(self) -> None:
+        self.store.remove_stale_temporaries()
         found = self.store.latest()
         if found is None:
             log.info("no checkpoint in %s: starting a new model", self.store.dir)

@@ -93,3 +93,14 @@ def test_describe_summarises_a_learner_checkpoint() -> None:
     assert d["learner"] == "mer" and d["examples_learned"] == 2
     assert d["replay_buffer"] == {"capacity": 5, "size": 2, "seen": 2}
     assert d["model_parameters"]["0.weight"] == [5, 4]
+
+
+def test_a_half_written_temporary_left_by_a_crash_is_removed_at_start(tmp_path) -> None:
+    store = ck.CheckpointStore(tmp_path)
+    good = store.save({"offsets": {"t:0": 5}}, 5)
+    torn = tmp_path / f".{good.name}.12345.tmp"
+    torn.write_bytes(b"half a checkpoint")  # what a kill -9 during write() leaves
+    assert store.remove_stale_temporaries() == 1
+    assert not torn.exists() and good.exists()
+    found = store.latest()
+    assert found is not None and found[1]["offsets"] == {"t:0": 5}
