@@ -43,7 +43,7 @@ from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key
 from streamlearn.learners import Learner, UpdateStats, build_model, make_learner
 from streamlearn.metrics import LearnerMetrics, render
 from streamlearn.runtime import pin_threads
-from streamlearn.serving.publisher import Publisher
+from streamlearn.serving.publisher import Publisher, ServingError
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +393,12 @@ class Daemon:
         last = self._last_checkpoint_time
         m.checkpoint_age.set(time.time() - (last if last is not None else self._started))
         if self.publisher is not None:
+            try:
+                if self.publisher.restart_if_dead():
+                    m.serve_restarts.inc()
+            except ServingError as exc:
+                log.error("%s; trying again in %.0f s", exc, METRICS_EVERY_S)
+                return
             # Not ready while the broker is away: the model is served but no longer learning.
             self.publisher.set_ready(self.ready.is_set() and up)
             if self.publisher.published_version != self.learner.updates:

@@ -162,6 +162,11 @@ class LearnerMetrics:
             "Times the Kafka cluster stopped answering (learning pauses; serving goes on).",
             registry=r,
         )
+        self.serve_restarts = Counter(
+            "streamlearn_serving_process_restarts",
+            "Times the learner restarted its prediction-server process after it died.",
+            registry=r,
+        )
         self.offset_resets = Counter(
             "streamlearn_offset_resets",
             "Positions reset because they left the log (kafka.offset_out_of_range earliest/latest).",

@@ -629,15 +629,20 @@ def build() -> dict[str, Any]:
     )
     L.add(
         timeseries(
-            "Model reloads",
+            "Model reloads / server process restarts",
             targets(
                 (
                     f"sum by (job, instance) (increase(streamlearn_serving_reloads_total[{RI}]))",
-                    "{{job}} {{instance}}",
-                )
+                    "reloads {{job}} {{instance}}",
+                ),
+                (
+                    f"increase(streamlearn_serving_process_restarts_total[{RI}])",
+                    "server restarts {{instance}}",
+                ),
             ),
             bars=True,
-            description="Snapshots loaded by each prediction server (checkpoint reloads on replicas).",
+            description="Snapshots loaded by each prediction server (checkpoint reloads on replicas), and "
+            "restarts of the learner's prediction-server process after it died (OOM killer, crash).",
         ),
         w=12,
         h=8,

@@ -37,12 +37,17 @@ class Publisher:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
-    def start(self, timeout_s: float = 60.0) -> int:
-        """Start the server process and wait until it listens; returns the port."""
+    def start(self, timeout_s: float = 60.0, *, port: int | None = None) -> int:
+        """Start the server process and wait until it listens; returns the port.
+
+        ``port`` overrides serve.port (a restart reuses the port the first start bound).
+        """
+        serve = self.cfg.serve if port is None else dataclasses.replace(self.cfg.serve, port=port)
+        self.snap.set_port(0)
         spec = {
             "shm": self.snap.name,
             "model": dataclasses.asdict(self.cfg.model),
-            "serve": dataclasses.asdict(self.cfg.serve),
+            "serve": dataclasses.asdict(serve),
             "learner": self.learner_name,
             "parent_pid": os.getpid(),
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
@@ -61,14 +66,32 @@ class Publisher:
                 break
             time.sleep(0.02)
         if self.snap.port in (0, BIND_FAILED):
-            self.stop()
-            s = self.cfg.serve
+            self._end_process()
             raise ServingError(
-                f"the prediction server could not listen on {s.host}:{s.port} (serve.host/serve.port; "
-                "is the port taken? see the log above)"
+                f"the prediction server could not listen on {serve.host}:{serve.port} "
+                "(serve.host/serve.port; is the port taken? see the log above)"
             )
         self.port = self.snap.port
         return self.port
+
+    def restart_if_dead(self) -> bool:
+        """If the server process died (OOM killer, crash), start a new one on the same port.
+
+        Returns True when it restarted one. The snapshot lives in the learner, so the new server
+        answers with the current model at once. Raises ServingError if it cannot come back.
+        """
+        proc = self.process
+        if self.port == 0 or (proc is not None and proc.poll() is None):
+            return False  # never started, or alive
+        if proc is not None:
+            log.error(
+                "the prediction server process (pid %d) exited with code %s; restarting it on port %d",
+                proc.pid,
+                proc.returncode,
+                self.port,
+            )
+        self.start(port=self.port)
+        return True
 
     def publish_model(self, version: int) -> None:
         self.snap.publish(param_arrays(self.model), version)
@@ -82,6 +105,12 @@ class Publisher:
 
     def stop(self) -> None:
         """Stop the server process and release the shared memory (idempotent)."""
+        self._end_process()
+        if self.snap is not None:
+            self.snap.close()
+            self.snap = None  # type: ignore[assignment]
+
+    def _end_process(self) -> None:
         proc, self.process = self.process, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -90,6 +119,3 @@ class Publisher:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        if self.snap is not None:
-            self.snap.close()
-            self.snap = None  # type: ignore[assignment]

@@ -54,6 +54,7 @@ def _learner_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
     m.checkpoint_failures.inc(0)
     m.broker_up.set(1)
     m.broker_outages.inc(0)
+    m.serve_restarts.inc(0)
     s.ready.set(1)
     state = {"version": 0}
 

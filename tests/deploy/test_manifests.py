@@ -54,6 +54,7 @@ METRIC_FAMILIES = [
     "streamlearn_consumer_offset",
     "streamlearn_broker_up",
     "streamlearn_broker_outages_total",
+    "streamlearn_serving_process_restarts_total",
     "streamlearn_checkpoint_last_success_timestamp_seconds",
     "streamlearn_checkpoint_age_seconds",
     "streamlearn_checkpoint_duration_seconds_bucket",

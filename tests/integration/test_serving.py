@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -179,3 +181,30 @@ def test_predictions_follow_the_learning_model_and_metrics_are_sane(broker, topi
         assert dict(build[0][1])["learner"] == "lamaml" and dict(build[0][1])["role"] == "learner"
     with pytest.raises(OSError):  # the server process went with the daemon
         request(port, "GET", "/v2/health/live")
+
+
+def test_a_killed_prediction_server_is_restarted_on_the_same_port(broker, topic, tmp_path) -> None:
+    x = next(iter(stream_messages("rotated-mnist-10k", 1)))["x"]
+    with learning_daemon(broker, topic, tmp_path, n_tasks=1, rate=500) as (daemon, _cfg):
+        port = daemon.serve_port
+        assert port is not None and daemon.publisher is not None and daemon.publisher.process is not None
+        old_pid = daemon.publisher.process.pid
+        assert request(port, "POST", "/predict", {"x": x})[0] == 200
+        os.kill(old_pid, signal.SIGKILL)  # what the OOM killer does
+
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, "the prediction server did not come back"
+            try:
+                if request(port, "GET", "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert daemon.publisher.process is not None and daemon.publisher.process.pid != old_pid
+        status, out = request(port, "POST", "/predict", {"x": x})
+        assert status == 200 and out["model_version"] >= 0
+        time.sleep(1.5)  # the next metrics refresh carries the restart count
+        m = samples(request(port, "GET", "/metrics")[1])
+        assert m[("streamlearn_serving_process_restarts_total", ())] == 1
+        assert daemon.learned > 0
