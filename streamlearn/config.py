@@ -69,6 +69,8 @@ class KafkaConfig:
     #: recreated): "fail" stops with a clear error; "earliest"/"latest" reset explicitly.
     offset_out_of_range: str = "fail"
     poll_timeout_ms: int = 200
+    #: a message longer than this is dead-lettered as "oversized" without being parsed.
+    max_message_bytes: int = 1_048_576
     max_poll_records: int = 100
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
@@ -379,6 +381,7 @@ def _build(cls: Any, data: Mapping[str, Any], prefix: str, source: str) -> Any:
 _INT_RANGES: tuple[tuple[str, int, int | None], ...] = (
     ("kafka.poll_timeout_ms", 0, _INT32_MAX),
     ("kafka.max_poll_records", 1, _INT32_MAX),
+    ("kafka.max_message_bytes", 1, _INT32_MAX),
     ("kafka.session_timeout_ms", 1, _INT32_MAX),
     ("kafka.heartbeat_interval_ms", 1, _INT32_MAX),
     ("kafka.partitions[]", 0, _INT32_MAX),

@@ -120,7 +120,9 @@ class Daemon:
         self.batch_size = cfg.learner.batch_size or self.learner.default_batch_size
         self.labels = LabelMap(cfg.model.n_classes)
         self.tasks = TaskMap()
-        self.decoder = Decoder(cfg.model.n_inputs, self.labels, self.tasks)
+        self.decoder = Decoder(
+            cfg.model.n_inputs, self.labels, self.tasks, max_bytes=cfg.kafka.max_message_bytes
+        )
         self.metrics = PrequentialMetrics(
             cfg.model.n_classes, window=cfg.evaluation.window, drift_delta=cfg.evaluation.drift_delta
         )

@@ -19,6 +19,13 @@ from streamlearn.ingest.kafka_options import client_options
 
 log = logging.getLogger(__name__)
 
+#: Largest value a dead letter carries. A bigger message (rejected as ``oversized``) would exceed
+#: the producer's request limit and the broker's message.max.bytes (1 MiB by default): its send
+#: would fail on every try and block every later checkpoint. Such a letter carries the first
+#: MAX_VALUE_BYTES and a ``streamlearn.truncated_from`` header; the full message stays in the
+#: source topic at the offset the headers give.
+MAX_VALUE_BYTES = 256 * 1024
+
 
 class DeadLetterError(KafkaError):
     """Some dead letters were not acknowledged; they are queued again."""
@@ -58,6 +65,9 @@ class DeadLetterSink:
             ("streamlearn.source.partition", str(partition).encode()),
             ("streamlearn.source.offset", str(offset).encode()),
         ]
+        if value is not None and len(value) > MAX_VALUE_BYTES:
+            headers.append(("streamlearn.truncated_from", str(len(value)).encode()))
+            value = value[:MAX_VALUE_BYTES]
         key = f"{topic}:{partition}:{offset}".encode()
         self._send(_Letter(value, key, headers))
 

@@ -26,6 +26,7 @@ from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import load_config_dict
 from streamlearn.daemon import Daemon
 from streamlearn.ingest.broker import create_topic
+from streamlearn.ingest.deadletter import MAX_VALUE_BYTES
 from streamlearn.produce import produce, stream_messages
 
 pytestmark = pytest.mark.integration
@@ -203,6 +204,25 @@ def _final_params(ckpt_dir: str) -> tuple[dict[str, torch.Tensor], dict[str, Any
     assert found is not None
     state = found[1]
     return state["learner"]["model"], state
+
+
+def test_a_message_too_big_for_the_dead_letter_topic_is_dead_lettered_truncated(
+    broker, topic, tmp_path
+) -> None:
+    """A 1.3 MB message used to crash the daemon (the dead-letter send was over the producer's
+    request limit) at the same offset on every restart: a poison pill."""
+    good = list(stream_messages("rotated-mnist-10k", 1))[:20]
+    big = json.dumps({"x": [0.123456789] * 100_000, "y": 1}).encode()
+    produce([good[0], big, *good[1:]], broker.bootstrap_servers, topic, progress=None)
+    cfg = make_config(broker, topic, tmp_path, runtime={"max_examples": 20})
+    _, summary = run_in_thread(cfg)
+    assert summary["learned"] == 20 and summary["rejected_by_reason"] == {"oversized": 1}
+    (letter,) = read_topic(broker, f"{topic}.dlq", 1)
+    headers = {k: v.decode() for k, v in letter.headers}
+    assert headers["streamlearn.truncated_from"] == str(len(big))
+    assert headers["streamlearn.source.offset"] == "1" and letter.value == big[: len(letter.value)]
+    assert len(letter.value) == MAX_VALUE_BYTES
+    assert committed(broker, cfg["kafka"]["group_id"], topic) == 21
 
 
 @pytest.mark.parametrize("learner,hparams", [("mer", {"batches_per_example": 2}), ("lamaml", {"glances": 2})])
