@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from streamlearn import __version__
@@ -38,8 +39,9 @@ from streamlearn.ingest.broker import EmbeddedBroker, create_topic
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Example, Rejection
 from streamlearn.ingest.health import BrokerHealth
+from streamlearn.ingest.kafka_options import client_options
 from streamlearn.ingest.labels import LabelMap, TaskMap
-from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key
+from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key, unreachable
 from streamlearn.learners import Learner, UpdateStats, build_model, make_learner
 from streamlearn.metrics import LearnerMetrics, render
 from streamlearn.runtime import pin_threads
@@ -192,8 +194,12 @@ class Daemon:
         source = sink = None
         try:
             if self.cfg.kafka.create_topics:
+                opts = client_options(self.cfg.kafka, self.bootstrap)
                 for topic in (self.cfg.kafka.topic, self.cfg.kafka.dead_letter_topic):
-                    create_topic(self.bootstrap, topic)
+                    try:
+                        create_topic(self.bootstrap, topic, client_options=opts)
+                    except KafkaError as exc:
+                        raise unreachable(self.cfg.kafka, self.bootstrap, exc) from exc
             # The slowest update bounds how long we may go between polls.
             source = KafkaSource(self.cfg.kafka, self.bootstrap)
             sink = DeadLetterSink(self.cfg.kafka, self.bootstrap)

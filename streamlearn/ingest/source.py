@@ -21,7 +21,7 @@ from kafka.structs import OffsetAndMetadata
 
 from streamlearn.config import KafkaConfig
 from streamlearn.errors import StreamlearnError
-from streamlearn.ingest.kafka_options import client_options
+from streamlearn.ingest.kafka_options import client_options, tls_handshake_error
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ class OffsetOutOfRange(SourceError):
         )
 
 
+def unreachable(cfg: KafkaConfig, bootstrap_servers: str, exc: Exception) -> SourceError:
+    """kafka-python says only "Unable to bootstrap"; this says why where it can (a TLS failure)."""
+    why = tls_handshake_error(cfg, bootstrap_servers)
+    return SourceError(f"cannot reach Kafka at {bootstrap_servers} (kafka.bootstrap_servers): {why or exc}")
+
+
 def offset_key(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
@@ -55,7 +61,15 @@ class KafkaSource:
         self, cfg: KafkaConfig, bootstrap_servers: str, *, max_poll_interval_ms: int = 600_000
     ) -> None:
         self.cfg = cfg
-        self.consumer = KafkaConsumer(
+        try:
+            self.consumer = self._consumer(cfg, bootstrap_servers, max_poll_interval_ms)
+        except KafkaError as exc:
+            raise unreachable(cfg, bootstrap_servers, exc) from exc
+        self.partitions: list[TopicPartition] = []
+
+    @staticmethod
+    def _consumer(cfg: KafkaConfig, bootstrap_servers: str, max_poll_interval_ms: int) -> KafkaConsumer:
+        return KafkaConsumer(
             **client_options(cfg, bootstrap_servers),
             group_id=cfg.group_id,
             enable_auto_commit=False,
@@ -68,7 +82,6 @@ class KafkaSource:
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms,
         )
-        self.partitions: list[TopicPartition] = []
 
     def assign(self, timeout_s: float = 30.0) -> list[TopicPartition]:
         """Assign the configured partitions of the topic (all of them by default)."""
