@@ -29,10 +29,11 @@ ENV PATH=/opt/venv/bin:$PATH
 RUN pip install --upgrade pip setuptools wheel \
  && pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY streamlearn ./streamlearn
-# torch is already satisfied, so this installs only the remaining dependencies and streamlearn itself.
-RUN pip install . \
+# torch is already satisfied, so this installs only the remaining dependencies and streamlearn itself,
+# at the versions of requirements.lock (the set `make audit` checks).
+RUN pip install -c requirements.lock . \
  && python -c "import torch, streamlearn; print('torch', torch.__version__, 'streamlearn', streamlearn.__version__)"
 
 # ---- runtime ---------------------------------------------------------------------------------------

@@ -2,16 +2,17 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test test-all lint bench clean
+.PHONY: setup run test test-all lint bench clean audit lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade -c requirements.lock pip
 	# torch 2.13.0 is the CPU build on this machine's disk; install it first so nothing pulls a CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e '.[dev]'
+	# Constrained to requirements.lock, the set `make audit` checks; `make lock` re-pins it.
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	# prometheus + promtool (Debian package) for the deploy tests and the real-Prometheus test.
 	bash scripts/install-prometheus.sh
 	rm -f $(VENV)/.installed-*
@@ -35,6 +36,21 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Known vulnerabilities in the locked dependencies (PyPI's advisory data); accepted ones: security/pip-audit-ignore.txt.
+audit:
+	bash scripts/audit.sh
+
+# Re-pin requirements.lock from pyproject.toml: a fresh throwaway venv installed as above but unconstrained, frozen.
+lock:
+	set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	$(PY) -m venv "$$d/venv"; \
+	"$$d/venv/bin/pip" install -q --upgrade pip; \
+	"$$d/venv/bin/pip" install -q "torch==2.13.0"; \
+	"$$d/venv/bin/pip" install -q -e '.[dev]'; \
+	{ sed -n '/^#/!q;p' requirements.lock 2>/dev/null || true; "$$d/venv/bin/pip" freeze --all --exclude-editable; } >"$$d/lock"; \
+	mv "$$d/lock" requirements.lock
+	@echo "requirements.lock re-pinned; review it (git diff requirements.lock), then run make audit"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
