@@ -330,7 +330,7 @@ def test_dockerfile() -> None:
     lo, hi = tuple(int(g) for g in spec.groups()[:2]), tuple(int(g) for g in spec.groups()[2:])
     assert lo <= pin[:2] < hi, f"torch {pin} outside the pyproject range"
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
-    assert '--index-url "${TORCH_INDEX_URL}"' in text and "pip install ." in text
+    assert '--index-url "${TORCH_INDEX_URL}"' in text and "pip install -c requirements.lock ." in text
     assert "USER 10001" in text and "EXPOSE 8080" in text
     assert f"http://127.0.0.1:{PORT}{LIVE}" in text.split("HEALTHCHECK", 1)[1]
     assert 'ENTRYPOINT ["streamlearn"]' in text
@@ -348,7 +348,13 @@ def test_dockerignore_keeps_the_context_small_but_complete() -> None:
     assert {".venv", ".git", "runs", "**/__pycache__", ".pytest_cache"} <= ignored
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", (ROOT / "Dockerfile").read_text(), re.M)
     sources = [s for line in copied for s in line.split()]
-    assert sources == ["pyproject.toml", "README.md", "streamlearn", "configs/docker.yaml"]
+    assert sources == [
+        "pyproject.toml",
+        "README.md",
+        "requirements.lock",
+        "streamlearn",
+        "configs/docker.yaml",
+    ]
     for s in sources:
         assert (ROOT / s).exists()
         assert s not in ignored and s.split("/")[0] not in ignored
