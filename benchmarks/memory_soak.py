@@ -46,14 +46,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
+from serving_load import N_CONN, load  # benchmarks/ is on sys.path when this runs as a script
 
 from streamlearn.ingest.broker import EmbeddedBroker, create_topic, find_free_port
 from streamlearn.produce import encode, make_producer, stream_messages
 
 STREAM = "rotated-mnist-10k"
-N_CONN = 4
 N_INPUTS = 784
 MIB = 1024 * 1024
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? ([0-9.eE+-]+|NaN|[+-]Inf)$")
@@ -301,79 +300,6 @@ def wait_learned(daemon: DaemonProc, monitor: Monitor, target: float, stall_s: f
 
 
 # -- load -------------------------------------------------------------------------------------------
-def load(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any]:
-    """Open loop: request i is due at t0 + i/rate; latency from its due time. Keeps every latency."""
-    due_s: list[list[float]] = [[] for _ in range(N_CONN)]
-    lat_s: list[list[float]] = [[] for _ in range(N_CONN)]
-    errors = [0] * N_CONN
-    error_kinds: list[str] = []
-    t0 = time.perf_counter() + 0.05
-    end = t0 + seconds
-
-    def worker(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        i = 0
-        while True:
-            due = t0 + (i * N_CONN + k) / rate
-            if due >= end:
-                break
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            try:
-                conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    errors[k] += 1
-                    error_kinds.append(f"HTTP {resp.status}")
-            except (OSError, http.client.HTTPException) as exc:
-                errors[k] += 1
-                error_kinds.append(type(exc).__name__)
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            lat_s[k].append(time.perf_counter() - due)
-            due_s[k].append(due - t0)
-            i += 1
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(k,), name=f"load-{k}") for k in range(N_CONN)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = max(time.perf_counter(), end) - t0
-    lat = np.array([x for xs in lat_s for x in xs]) * 1000
-    due = np.array([x for xs in due_s for x in xs])
-    per_minute = []
-    for m in range(int(np.ceil(seconds / 60))):
-        sel = lat[(due >= 60 * m) & (due < 60 * (m + 1))]
-        if sel.size:
-            per_minute.append(
-                {
-                    "minute": m + 1,
-                    "requests": int(sel.size),
-                    "p50_ms": float(np.percentile(sel, 50)),
-                    "p99_ms": float(np.percentile(sel, 99)),
-                    "max_ms": float(sel.max()),
-                }
-            )
-    pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: float("nan"))
-    return {
-        "requests": int(lat.size),
-        "expected_requests": int(np.ceil(seconds * rate)),
-        "requests_per_s": lat.size / wall,
-        "errors": sum(errors),
-        "error_kinds": sorted(set(error_kinds)),
-        "p50_ms": pct(50),
-        "p99_ms": pct(99),
-        "p999_ms": pct(99.9),
-        "max_ms": float(lat.max()) if lat.size else float("nan"),
-        "over_100ms": int((lat > 100).sum()),
-        "per_minute": per_minute,
-    }
-
-
 # -- phases -----------------------------------------------------------------------------------------
 def memory_row(
     label: str, daemon: DaemonProc, monitor: Monitor, broker: EmbeddedBroker, t0: float

@@ -53,9 +53,12 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def load(port: int, body: bytes, rate: float | None, seconds: float) -> dict[str, Any]:
-    """Open loop at ``rate`` requests/s (None: closed loop, as fast as possible)."""
-    latencies: list[list[float]] = [[] for _ in range(N_CONN)]
+    """Open loop at ``rate`` requests/s: request i is due at t0 + i/rate and its latency counts from
+    then. ``rate=None``: closed loop, as fast as the server answers. Errors are counted by kind."""
+    due_s: list[list[float]] = [[] for _ in range(N_CONN)]
+    lat_s: list[list[float]] = [[] for _ in range(N_CONN)]
     errors = [0] * N_CONN
+    error_kinds: list[str] = []
     t0 = time.perf_counter() + 0.05
     end = t0 + seconds
 
@@ -65,37 +68,64 @@ def load(port: int, body: bytes, rate: float | None, seconds: float) -> dict[str
         while True:
             if rate is None:
                 due = time.perf_counter()
-                if due >= end:
-                    break
             else:
                 due = t0 + (i * N_CONN + k) / rate
-                if due >= end:
-                    break
                 delay = due - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            resp.read()
-            latencies[k].append(time.perf_counter() - due)
-            if resp.status != 200:
+            if due >= end:
+                break
+            try:
+                conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    errors[k] += 1
+                    error_kinds.append(f"HTTP {resp.status}")
+            except (OSError, http.client.HTTPException) as exc:
                 errors[k] += 1
+                error_kinds.append(type(exc).__name__)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            lat_s[k].append(time.perf_counter() - due)
+            due_s[k].append(due - t0)
             i += 1
         conn.close()
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(N_CONN)]
+    threads = [threading.Thread(target=worker, args=(k,), name=f"load-{k}") for k in range(N_CONN)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    lat = np.array([x for xs in latencies for x in xs])
     wall = max(time.perf_counter(), end) - t0
+    lat = np.array([x for xs in lat_s for x in xs]) * 1000
+    due = np.array([x for xs in due_s for x in xs])
+    per_minute = []
+    for m in range(int(np.ceil(seconds / 60))):
+        sel = lat[(due >= 60 * m) & (due < 60 * (m + 1))]
+        if sel.size:
+            per_minute.append(
+                {
+                    "minute": m + 1,
+                    "requests": int(sel.size),
+                    "p50_ms": float(np.percentile(sel, 50)),
+                    "p99_ms": float(np.percentile(sel, 99)),
+                    "max_ms": float(sel.max()),
+                }
+            )
+    pct = (lambda q: float(np.percentile(lat, q))) if lat.size else (lambda q: float("nan"))
     return {
         "requests": int(lat.size),
+        "expected_requests": None if rate is None else int(np.ceil(seconds * rate)),
         "requests_per_s": lat.size / wall,
         "errors": sum(errors),
-        "p50_ms": float(np.percentile(lat, 50) * 1000) if lat.size else float("nan"),
-        "p99_ms": float(np.percentile(lat, 99) * 1000) if lat.size else float("nan"),
+        "error_kinds": sorted(set(error_kinds)),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "p999_ms": pct(99.9),
+        "max_ms": float(lat.max()) if lat.size else float("nan"),
+        "over_100ms": int((lat > 100).sum()),
+        "per_minute": per_minute,
     }
 
 
