@@ -23,6 +23,7 @@ streamlearn.serving.api.ApiError: 400: "x" must hold 2 numbers, got 1
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,10 +141,9 @@ def parse_infer(body: bytes, *, n_inputs: int, max_rows: int) -> Rows:
     if shape[-1] != n_inputs:
         raise ApiError(400, f"input shape {shape} does not end in the model's {n_inputs} inputs")
     data = _matrix(tensor.get("data"), 'input "data"')
-    if data.size != int(np.prod(shape)):
-        raise ApiError(
-            400, f'input "data" holds {data.size} values, shape {shape} needs {int(np.prod(shape))}'
-        )
+    need = math.prod(shape)  # Python ints: np.prod wrapped around, so [2**60 + 1, 784] passed as 784
+    if data.size != need:
+        raise ApiError(400, f'input "data" holds {data.size} values, shape {shape} needs {need}')
     x = _check_rows(data.reshape(-1, n_inputs), n_inputs, max_rows, "input")
     outputs = INFER_OUTPUTS
     if doc.get("outputs") is not None:
@@ -162,6 +162,15 @@ def parse_infer(body: bytes, *, n_inputs: int, max_rows: int) -> Rows:
 
 
 def _labels_of(probs: np.ndarray, labels: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        # Features of huge magnitude overflow a logit to inf and softmax gives NaN; served as JSON
+        # it was null probabilities and the first label as the answer.
+        raise ApiError(
+            422,
+            f"row {int(np.flatnonzero(bad)[0])}: the model's output overflows float32 "
+            "(features of this magnitude are far outside anything it learned from)",
+        )
     # With string labels only the names seen so far are classes; unseen outputs never win.
     known = probs[:, : len(labels)]
     idx = known.argmax(axis=1)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
@@ -27,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn import __version__
 from streamlearn.metrics import ServingMetrics, render
-from streamlearn.serving import api
+from streamlearn.serving import api, openapi
 from streamlearn.serving.predictor import ModelView
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class App:
@@ -73,6 +75,7 @@ class App:
             self.registry, role=role, learner=settings.learner, model=settings.model_name
         )
         self._last_version: int | None = None
+        self._openapi: tuple[tuple[str, ...], bytes] | None = None  # (labels, document)
         name = re.escape(settings.model_name)
         self._routes: list[tuple[str, re.Pattern[str], str, Callable[[bytes], Response]]] = [
             ("GET", re.compile(r"/v2/health/live"), "health", self._live),
@@ -83,19 +86,20 @@ class App:
             ("GET", re.compile(rf"/v2/models/{name}(?:/versions/[^/]+)?/ready"), "health", self._model_ready),
             ("POST", re.compile(rf"/v2/models/{name}(?:/versions/[^/]+)?/infer"), "infer", self._infer),
             ("POST", re.compile(r"/predict"), "predict", self._predict),
+            ("GET", re.compile(r"/openapi\.json"), "openapi", self._openapi_json),
         ]
 
     # -- dispatch -----------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> tuple[str, Callable[[bytes], Response] | None, bool]:
-        """(endpoint label, handler or None, whether the path exists with another method)."""
+    def route(self, method: str, path: str) -> tuple[str, Callable[[bytes], Response] | None, list[str]]:
+        """(endpoint label, handler or None, the methods the path has: empty if none, i.e. 404)."""
         path = path.split("?", 1)[0]
-        other_method = False
+        allowed: list[str] = []
         for m, pattern, endpoint, handler in self._routes:
             if pattern.fullmatch(path):
                 if m == method:
-                    return endpoint, handler, False
-                other_method = True
-        return ("other", None, other_method)
+                    return endpoint, handler, [m]
+                allowed.append(m)
+        return ("other", None, allowed)
 
     def needs_auth(self, endpoint: str) -> bool:
         return self.s.auth_token is not None and endpoint in ("predict", "infer")
@@ -143,6 +147,14 @@ class App:
             200, api.model_metadata(s.model_name, version, s.learner, s.n_inputs, s.n_classes, labels)
         )
 
+    def _openapi_json(self, _body: bytes) -> Response:
+        view = self.current()
+        labels = view.labels if view is not None else ()
+        cached = self._openapi
+        if cached is None or cached[0] != labels:  # labels are examples in it; they grow as names appear
+            cached = self._openapi = (labels, orjson.dumps(openapi.document(self.s, labels)))
+        return Response(200, cached[1])
+
     def _view(self) -> ModelView:
         view = self.current()
         if view is None:
@@ -152,75 +164,106 @@ class App:
     def _predict(self, body: bytes) -> Response:
         rows = api.parse_predict(body, n_inputs=self.s.n_inputs, max_rows=self.s.max_rows)
         view = self._view()
-        probs = view.predict_proba(rows.rows)
+        out = api.predict_response(view.predict_proba(rows.rows), rows, view.labels, view.version)
         self.metrics.rows.inc(rows.rows.shape[0])
-        return Response(200, api.predict_response(probs, rows, view.labels, view.version))
+        return Response(200, out)
 
     def _infer(self, body: bytes) -> Response:
         rows = api.parse_infer(body, n_inputs=self.s.n_inputs, max_rows=self.s.max_rows)
         view = self._view()
         probs = view.predict_proba(rows.rows)
+        out = api.infer_response(probs, rows, view.labels, view.version, self.s.model_name)
         self.metrics.rows.inc(rows.rows.shape[0])
-        return Response(200, api.infer_response(probs, rows, view.labels, view.version, self.s.model_name))
+        return Response(200, out)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     # Without this each keep-alive response waited ~44 ms for the client's delayed ACK.
     disable_nagle_algorithm = True
+    # A client that stops sending mid-request (or idles on keep-alive) frees its thread after this.
+    timeout = 60.0
+    # The standard library answers a request line it cannot parse "as HTTP/0.9": a body with no
+    # status line, which no HTTP/1.x client can read. Assume 1.0 until the line says otherwise.
+    default_request_version = "HTTP/1.0"
     server: _Server
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals (garbled request line, oversized or too many
+        headers, bad HTTP version): JSON like every other error, and the connection closed."""
+        text = f"{code} {message or HTTPStatus(code).phrase}" + (f": {explain}" if explain else "")
+        self._error("other", time.perf_counter(), code, text, close=True)
+
     def _send(self, endpoint: str, t0: float, resp: Response, *, close: bool = False) -> None:
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)
         self.send_header("Content-Length", str(len(resp.body)))
+        for name, value in resp.headers:
+            self.send_header(name, value)
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(resp.body)
+        if self.command != "HEAD":  # HEAD: GET's headers, no body (the client reads none)
+            self.wfile.write(resp.body)
         app = self.server.app
         app.metrics.requests.labels(endpoint=endpoint, code=str(resp.status)).inc()
         app.metrics.seconds.labels(endpoint=endpoint).observe(time.perf_counter() - t0)
 
-    def _error(self, endpoint: str, t0: float, status: int, message: str, *, close: bool = False) -> None:
-        self._send(endpoint, t0, Response(status, api.error_body(message)), close=close)
+    def _error(
+        self,
+        endpoint: str,
+        t0: float,
+        status: int,
+        message: str,
+        *,
+        close: bool = False,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self._send(endpoint, t0, Response(status, api.error_body(message), headers=headers), close=close)
 
     def _dispatch(self, method: str) -> None:
         t0 = time.perf_counter()
         app = self.server.app
-        endpoint, handler, other_method = app.route(method, self.path)
+        endpoint, handler, allowed = app.route("GET" if method == "HEAD" else method, self.path)
         body = b""
         if method == "POST":
             length = self.headers.get("Content-Length")
-            if length is None:
-                # no chunked bodies: a size limit needs the size up front
-                return self._error(endpoint, t0, 411, "Content-Length required", close=True)
-            try:
-                n = int(length)
-            except ValueError:
+            if length is None or "Transfer-Encoding" in self.headers:
+                # no chunked bodies: a size limit needs the size up front (and both headers at once
+                # would let a proxy and this server disagree on where the request ends)
+                return self._error(
+                    endpoint, t0, 411, "Content-Length required (no chunked bodies)", close=True
+                )
+            # digits only, once: int() also takes "+5", "1_0" and " 7", which a proxy may read otherwise
+            text = length.strip()
+            if not (text.isascii() and text.isdigit()) or len(self.headers.get_all("Content-Length", [])) > 1:
                 return self._error(endpoint, t0, 400, "bad Content-Length", close=True)
-            if n < 0:
-                return self._error(endpoint, t0, 400, "bad Content-Length", close=True)
+            n = int(text)
             if n > app.s.max_request_bytes:
                 # refuse without reading it; the connection is closed so the unread body is dropped
                 limit = app.s.max_request_bytes
                 msg = f"body of {n} bytes exceeds the limit of {limit} (serve.max_request_bytes)"
                 return self._error(endpoint, t0, 413, msg, close=True)
             body = self.rfile.read(n)
+        elif self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers:
+            # a body nobody reads would be parsed as the next request: answer, then drop the connection
+            self.close_connection = True
         if handler is None:
-            status = 405 if other_method else 404
+            what = "method not allowed" if allowed else "not found"
             return self._error(
                 endpoint,
                 t0,
-                status,
-                f"{method} {self.path}: {'method not allowed' if other_method else 'not found'}",
+                405 if allowed else 404,
+                f"{method} {self.path}: {what}",
+                headers=(("Allow", ", ".join(allowed)),) if allowed else (),
             )
         if app.needs_auth(endpoint) and not app.authorized(self.headers.get("Authorization")):
-            return self._error(endpoint, t0, 401, "missing or wrong bearer token (serve.auth_token)")
+            msg = "missing or wrong bearer token (serve.auth_token)"
+            return self._error(endpoint, t0, 401, msg, headers=(("WWW-Authenticate", "Bearer"),))
         try:
             resp = handler(body)
         except api.ApiError as exc:
@@ -233,14 +276,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch("GET")
 
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
     def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # Any other method (PUT, DELETE, PATCH, OPTIONS, BREW...): a JSON 405 or 404 like the rest,
+        # not the standard library's HTML "501 Unsupported method".
+        if name.startswith("do_"):
+            return lambda: self._dispatch(name[3:])
+        raise AttributeError(name)
 
 
 class _Server(ThreadingHTTPServer):
