@@ -267,7 +267,12 @@ class Daemon:
             except OffsetOutOfRange as exc:
                 self._out_of_range(source, exc)
             now = time.monotonic()
-            if (
+            requested = self.publisher.checkpoint_requested() if self.publisher is not None else 0
+            if requested and self.publisher is not None:  # POST /v2/admin/checkpoint
+                ok = self._checkpoint(source, sink, reason="requested")
+                self.publisher.answer_checkpoint(requested, ok)
+                last_ckpt_examples, last_ckpt_time = self.learned, now
+            elif (
                 self.learned - last_ckpt_examples >= cfg.checkpoint.every_examples
                 or now - last_ckpt_time >= cfg.checkpoint.every_seconds
             ) and not self._stop.is_set():

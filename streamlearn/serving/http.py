@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -45,6 +45,10 @@ class ModelSource(Protocol):
 
     def extra_metrics(self) -> bytes:
         """Exposition text appended to this server's own /metrics (the learner's metrics)."""
+
+    def admin(self, action: str) -> tuple[int, dict[str, Any]]:
+        """Carry out a state-changing action (``checkpoint`` on the learner, ``reload`` on a
+        replica); (HTTP status, JSON body)."""
 
 
 @dataclass
@@ -76,6 +80,8 @@ class App:
         )
         self._last_version: int | None = None
         self._openapi: tuple[tuple[str, ...], bytes] | None = None  # (labels, document)
+        #: the one state-changing action of this server, POST /v2/admin/<action> (bearer token only)
+        self.admin_action = "checkpoint" if role == "learner" else "reload"
         name = re.escape(settings.model_name)
         self._routes: list[tuple[str, re.Pattern[str], str, Callable[[bytes], Response]]] = [
             ("GET", re.compile(r"/v2/health/live"), "health", self._live),
@@ -87,6 +93,7 @@ class App:
             ("POST", re.compile(rf"/v2/models/{name}(?:/versions/[^/]+)?/infer"), "infer", self._infer),
             ("POST", re.compile(r"/predict"), "predict", self._predict),
             ("GET", re.compile(r"/openapi\.json"), "openapi", self._openapi_json),
+            ("POST", re.compile(rf"/v2/admin/{self.admin_action}"), "admin", self._admin),
         ]
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -102,7 +109,7 @@ class App:
         return ("other", None, allowed)
 
     def needs_auth(self, endpoint: str) -> bool:
-        return self.s.auth_token is not None and endpoint in ("predict", "infer")
+        return self.s.auth_token is not None and endpoint in ("predict", "infer", "admin")
 
     def authorized(self, header: str | None) -> bool:
         expected = f"Bearer {self.s.auth_token}"
@@ -152,8 +159,15 @@ class App:
         labels = view.labels if view is not None else ()
         cached = self._openapi
         if cached is None or cached[0] != labels:  # labels are examples in it; they grow as names appear
-            cached = self._openapi = (labels, orjson.dumps(openapi.document(self.s, labels)))
+            doc = openapi.document(self.s, labels, admin=self.admin_action)
+            cached = self._openapi = (labels, orjson.dumps(doc))
         return Response(200, cached[1])
+
+    def _admin(self, _body: bytes) -> Response:
+        if self.s.auth_token is None:  # state changes need a token: none configured, none allowed
+            raise api.ApiError(403, f"POST /v2/admin/{self.admin_action} needs serve.auth_token to be set")
+        status, payload = self.source.admin(self.admin_action)
+        return Response(status, orjson.dumps(payload))
 
     def _view(self) -> ModelView:
         view = self.current()

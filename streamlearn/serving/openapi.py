@@ -191,8 +191,9 @@ def _schemas(s: ServerSettings, labels: Sequence[str]) -> dict[str, Schema]:
     }
 
 
-def document(s: ServerSettings, labels: Sequence[str] = ()) -> dict[str, Any]:
-    """The OpenAPI document for a server with these settings (``labels``: the model's, for examples)."""
+def document(s: ServerSettings, labels: Sequence[str] = (), *, admin: str | None = None) -> dict[str, Any]:
+    """The OpenAPI document for a server with these settings (``labels``: the model's, for examples;
+    ``admin``: its state-changing action, ``checkpoint`` on the learner or ``reload`` on a replica)."""
     err = _ref("Error")
     auth = s.auth_token is not None
     model = f"/v2/models/{s.model_name}"
@@ -203,6 +204,15 @@ def document(s: ServerSettings, labels: Sequence[str] = ()) -> dict[str, Any]:
         "description": "Accepted for KServe clients and ignored: the newest model answers.",
         "schema": {"type": "string", "pattern": "^[0-9]+$"},
     }
+
+    def guard(op: Schema, responses: dict[str, Schema]) -> None:
+        """With a token configured: the operation needs it, and says so (401 + challenge)."""
+        if auth:
+            op["security"] = [{"bearer": []}]
+            responses["401"] = {
+                **_json(err, "Missing or wrong bearer token."),
+                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            }
 
     def post(op_id: str, summary: str, request: str, response: str) -> Schema:
         responses = {
@@ -219,12 +229,7 @@ def document(s: ServerSettings, labels: Sequence[str] = ()) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(request)}}},
             "responses": responses,
         }
-        if auth:
-            op["security"] = [{"bearer": []}]
-            responses["401"] = {
-                **_json(err, "Missing or wrong bearer token."),
-                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-            }
+        guard(op, responses)
         return op
 
     def get(op_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
@@ -282,6 +287,21 @@ def document(s: ServerSettings, labels: Sequence[str] = ()) -> dict[str, Any]:
             "get": get("openapi", "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.1.")})
         },
     }
+    if admin is not None:
+        what = {
+            "checkpoint": "Write a checkpoint now and commit its offsets (e.g. before maintenance); "
+            "answers once the learner has written it, between two updates.",
+            "reload": "Load the newest good checkpoint now instead of at the next poll.",
+        }[admin]
+        responses: dict[str, Schema] = {
+            "200": _json({"type": "object"}, "Done; what was done."),
+            "403": _json(err, "Refused: state-changing endpoints need serve.auth_token."),
+            "503": _json(err, "The checkpoint could not be written (the learner log says why)."),
+            "504": _json(err, "The learner did not answer in time."),
+        }
+        op: Schema = {"operationId": admin, "summary": what, "responses": responses}
+        guard(op, responses)
+        paths[f"/v2/admin/{admin}"] = {"post": op}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

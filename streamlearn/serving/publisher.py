@@ -100,6 +100,13 @@ class Publisher:
     def publish_text(self, meta: dict[str, Any], metrics: bytes) -> None:
         self.snap.publish_text(meta, metrics)
 
+    def checkpoint_requested(self) -> int:
+        """A pending POST /v2/admin/checkpoint request number, or 0."""
+        return self.snap.checkpoint_requested()
+
+    def answer_checkpoint(self, request: int, ok: bool) -> None:
+        self.snap.answer_checkpoint(request, ok)
+
     def set_ready(self, ready: bool) -> None:
         self.snap.set_ready(ready)
 

@@ -38,9 +38,26 @@ class CheckpointSource:
         self.predictor = predictor
         self.loaded: CheckpointInfo | None = None
         self._refused: set[tuple[Path, int]] = set()  # (path, size) already logged as unusable
+        self._lock = threading.Lock()  # the reload thread and POST /v2/admin/reload
 
     def poll(self) -> bool:
         """Load the newest usable checkpoint if it is newer than the one served; True if loaded."""
+        with self._lock:
+            return self._poll()
+
+    def admin(self, action: str) -> tuple[int, dict[str, Any]]:
+        """``reload``: look for a newer checkpoint now instead of at the next poll."""
+        if action != "reload":
+            return 404, {"error": f"{action!r} is not an action of a replica (it only reads checkpoints)"}
+        loaded = self.poll()
+        view = self.predictor.view
+        return 200, {
+            "reloaded": loaded,
+            "checkpoint": None if self.loaded is None else self.loaded.path.name,
+            "model_version": None if view is None else view.version,
+        }
+
+    def _poll(self) -> bool:
         for info in reversed(self.store.list()):
             if self.loaded is not None and (info.examples, info.seq) <= (
                 self.loaded.examples,

@@ -28,6 +28,8 @@ from streamlearn.serving.snapshot import SharedSnapshot
 log = logging.getLogger(__name__)
 
 BIND_FAILED = -1
+#: how long POST /v2/admin/checkpoint waits for the learner (a slow update or fsync delays it)
+CHECKPOINT_WAIT_S = 60.0
 
 
 class SharedMemorySource:
@@ -37,6 +39,7 @@ class SharedMemorySource:
         self.snap = snap
         self.predictor = predictor
         self._lock = threading.Lock()  # serialises refreshes only; predictions never take it
+        self._admin_lock = threading.Lock()
 
     def current(self) -> ModelView | None:
         view = self.predictor.view
@@ -57,6 +60,27 @@ class SharedMemorySource:
 
     def extra_metrics(self) -> bytes:
         return self.snap.read_text()[1]
+
+    def admin(self, action: str) -> tuple[int, dict[str, Any]]:
+        """``checkpoint``: ask the learner for a checkpoint now and wait for its answer."""
+        if action != "checkpoint":
+            return 404, {
+                "error": f"{action!r} is not an action of the learner's server (it serves the "
+                "live model: there is nothing to reload)"
+            }
+        with self._admin_lock:  # one request at a time: the request counter has one writer
+            request = self.snap.request_checkpoint()
+            deadline = time.monotonic() + CHECKPOINT_WAIT_S
+            while (ok := self.snap.checkpoint_answer(request)) is None:
+                if time.monotonic() > deadline:
+                    return 504, {
+                        "error": f"the learner did not answer within {CHECKPOINT_WAIT_S:.0f} s "
+                        "(it checkpoints between updates; see its log)"
+                    }
+                time.sleep(0.02)
+        if not ok:
+            return 503, {"error": "the checkpoint could not be written; the learner log says why"}
+        return 200, {"checkpoint": "written", "request": request}
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
-# header slots (int64)
+# header slots (int64); _CKPT_*: "checkpoint now" requests from the server, answers from the learner
 _SEQ, _VERSION, _READY, _SEQ_TEXT, _META_LEN, _METRICS_LEN, _N_PARAMS, _PORT = range(8)
-_HEADER = 8 * 8
+_CKPT_REQ, _CKPT_DONE, _CKPT_OK = range(8, 11)
+_SLOTS = 16
+_HEADER = _SLOTS * 8
 META_CAP = 256 * 1024
 METRICS_CAP = 2 * 1024 * 1024
 
@@ -42,7 +44,7 @@ class SharedSnapshot:
         self.shm = shm
         self.owner = owner
         buf = shm.buf
-        self._hdr = np.ndarray((8,), dtype=np.int64, buffer=buf, offset=0)
+        self._hdr = np.ndarray((_SLOTS,), dtype=np.int64, buffer=buf, offset=0)
         self._meta = np.ndarray((META_CAP,), dtype=np.uint8, buffer=buf, offset=_HEADER)
         offset = _HEADER + META_CAP
         self._metrics = np.ndarray((METRICS_CAP,), dtype=np.uint8, buffer=buf, offset=offset)
@@ -119,6 +121,27 @@ class SharedSnapshot:
     @property
     def port(self) -> int:
         return int(self._hdr[_PORT])
+
+    # -- "checkpoint now": the server asks (one writer: it serialises its threads), the learner answers
+    def request_checkpoint(self) -> int:
+        """Ask the learner for a checkpoint; returns the request number to wait for."""
+        self._hdr[_CKPT_REQ] += 1
+        return int(self._hdr[_CKPT_REQ])
+
+    def checkpoint_requested(self) -> int:
+        """The newest request number if the learner has not answered it yet, else 0."""
+        req = int(self._hdr[_CKPT_REQ])
+        return req if req > int(self._hdr[_CKPT_DONE]) else 0
+
+    def answer_checkpoint(self, request: int, ok: bool) -> None:
+        self._hdr[_CKPT_OK] = int(ok)
+        self._hdr[_CKPT_DONE] = request  # last: a reader that sees it also sees the result
+
+    def checkpoint_answer(self, request: int) -> bool | None:
+        """None while request ``request`` is unanswered; then whether the checkpoint was written."""
+        if int(self._hdr[_CKPT_DONE]) < request:
+            return None
+        return bool(self._hdr[_CKPT_OK])
 
     # -- reader side (servers) ----------------------------------------------------------------
     @property

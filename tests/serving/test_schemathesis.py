@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -55,7 +56,12 @@ CHECKS = [
     "allow_header_conformance",
     "ignored_auth",
 ]
-GUARDED = {"POST /predict", "POST /v2/models/m/infer", "POST /v2/models/m/versions/{model_version}/infer"}
+GUARDED = {
+    "POST /predict",
+    "POST /v2/models/m/infer",
+    "POST /v2/models/m/versions/{model_version}/infer",
+    "POST /v2/admin/checkpoint",
+}
 
 
 def settings_for(token: str | None) -> ServerSettings:
@@ -82,11 +88,22 @@ def served(token: str | None) -> Iterator[str]:
     snap.set_ready(True)
     app = App(SharedMemorySource(snap, Predictor(cfg)), settings_for(token), role="learner")
     server, _ = serve_in_thread(app, "127.0.0.1", 0)
+    stop = threading.Event()
+
+    def learner() -> None:  # the learner's side of POST /v2/admin/checkpoint: answer "written"
+        while not stop.wait(0.005):
+            if request := snap.checkpoint_requested():
+                snap.answer_checkpoint(request, True)
+
+    answering = threading.Thread(target=learner, daemon=True)
+    answering.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
         after = np.empty_like(flat)
         assert snap.read(after) == VERSION and np.array_equal(after, flat), "serving changed the model"
     finally:
+        stop.set()
+        answering.join()
         server.shutdown()
         server.server_close()
         snap.close()
@@ -173,17 +190,24 @@ def test_every_operation_answers_as_documented_and_never_5xx(token: str | None) 
     assert run.stop_reason == "completed"
     # Schemathesis leaves out the operation that serves the document it runs from; the test below
     # fetches /openapi.json itself.
-    ops = {f"{m.upper()} {p}" for p, items in document(settings_for(token))["paths"].items() for m in items}
+    ops = {
+        f"{m.upper()} {p}"
+        for p, items in document(settings_for(token), admin="checkpoint")["paths"].items()
+        for m in items
+    }
     assert set(by_op) == ops - {"GET /openapi.json"}, "an operation was not tested"
     assert not any(s is not None and s >= 500 for (_, s) in run.statuses)
-    assert all(200 in by_op[label] for label in by_op), "every operation answered 200 at least once"
+    # Without a token the state-changing endpoint always refuses (403); with one it works.
+    refused = {"POST /v2/admin/checkpoint"} if token is None else set()
+    assert all(200 in by_op[label] for label in set(by_op) - refused), "every operation answered 200"
+    assert all(set(by_op[label]) <= {403, 405} for label in refused), by_op
     if token is not None:
         assert all(401 in by_op[label] for label in GUARDED), "requests without the token were tried"
 
 
 @pytest.mark.parametrize("token", [None, TOKEN], ids=["auth-off", "auth-on"])
 def test_the_served_document_is_valid_openapi_for_these_settings(token: str | None) -> None:
-    doc = document(settings_for(token), LABELS)
+    doc = document(settings_for(token), LABELS, admin="checkpoint")
     validate(doc)  # the OpenAPI 3.1 meta-schema, $refs resolved
     with served(token) as url:
         got = requests.get(f"{url}/openapi.json", timeout=10)
