@@ -444,6 +444,14 @@ def _check_values(cfg: Config) -> None:
         for path, value in _values_at(cfg, key):
             if not value.strip():
                 raise ConfigError(f"expected a non-empty string, got {_show(value)}", source=src, key=path)
+    token = cfg.serve.auth_token
+    if token is not None and (len(token) < 8 or token != token.strip()):
+        # "" would turn auth on with a token anyone sends ("Authorization: Bearer ")
+        raise ConfigError(
+            "expected null (no auth) or a token of at least 8 characters without surrounding spaces",
+            source=src,
+            key="serve.auth_token",
+        )
     for key, lowest, highest in _INT_RANGES:
         for path, number in _values_at(cfg, key):
             if number is not None and not (lowest <= number and (highest is None or number <= highest)):

@@ -63,3 +63,10 @@ def test_ints_are_accepted_for_floats() -> None:
 def test_missing_file_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.mark.parametrize("token", ["", "   ", "short", " padded-token "])
+def test_a_weak_or_empty_auth_token_is_refused(token: str) -> None:
+    with pytest.raises(ConfigError, match=r"serve\.auth_token: expected null"):
+        load_config_dict({"serve": {"auth_token": token}}, source="t.yaml")
+    assert load_config_dict({"serve": {"auth_token": "a-long-token"}}, source="t.yaml").serve.auth_token
