@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from streamlearn import __version__
+from streamlearn import __version__, logs
 from streamlearn.errors import StreamlearnError
 
 log = logging.getLogger("streamlearn")
@@ -365,14 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if args.log_level.upper() != "DEBUG":
-        # kafka-python narrates every connection at INFO; keep the operator's log about learning.
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+    logs.configure(args.log_level)
     try:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:
