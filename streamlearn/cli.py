@@ -245,6 +245,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         max_examples=args.max_examples,
         rate=args.rate,
         live=sys.stderr.isatty() or not args.json,
+        on_start=lambda daemon: _install_stop_handlers(daemon.request_stop),  # Ctrl-C: clean stop
     )
     print(
         f"learned {summary['learned']} examples ({summary['examples_per_s']:.1f} ex/s), "

@@ -10,6 +10,7 @@ import logging
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from streamlearn.config import Config, load_config
@@ -27,7 +28,12 @@ def run_demo(
     max_examples: int | None = None,
     rate: float | None = None,
     live: bool = True,
+    on_start: Callable[[Daemon], None] | None = None,
 ) -> dict[str, Any]:
+    """Embedded broker + producer + daemon until ``max_examples`` (or a stop request).
+
+    ``on_start`` receives the daemon before it runs (the CLI hooks SIGINT/SIGTERM to its
+    graceful stop there)."""
     cfg = cfg or load_config()
     workdir = None
     if cfg.checkpoint.dir == "runs/checkpoints":  # the default: keep demo runs out of the user's tree
@@ -62,6 +68,8 @@ def run_demo(
 
         cfg.runtime.log_every_seconds = min(cfg.runtime.log_every_seconds, 2.0)
         daemon = Daemon(cfg, on_progress=show)
+        if on_start is not None:
+            on_start(daemon)
         try:
             summary = daemon.run()
         finally:

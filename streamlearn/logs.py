@@ -47,5 +47,8 @@ def configure(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=FORMAT)
     if level.upper() != "DEBUG":
         logging.getLogger("kafka").setLevel(logging.WARNING)
+        # "Task ... ran for 0.3s ... blocking the event loop": kafka-python's I/O thread waiting for
+        # the GIL while the learner computes. Expected in this process, and nothing to act on.
+        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
         for handler in logging.getLogger().handlers:
             handler.addFilter(RepeatLimiter())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -25,6 +26,37 @@ def test_demo_json_reports_a_learning_run() -> None:
     assert out["learned"] == 400 and out["rejected"] == 0 and out["learner"] == "er"
     assert out["prequential_accuracy"] > 0.3 and out["examples_per_s"] > 0
     assert "embedded broker (tansu) listening" not in res.stderr  # demo owns the broker, daemon reuses it
+
+
+def test_ctrl_c_stops_the_demo_cleanly_with_a_final_checkpoint() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlearn.cli",
+            "demo",
+            "--set",
+            "serve.port=0",
+            "--set",
+            "learner.name=er",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # wait until it learns
+        seen.append(line)
+        if "learned" in line and "ex/s" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    err = "".join(seen) + err
+    assert proc.returncode == 0, err[-3000:]
+    assert "received SIGINT" in err and "checkpoint (stop)" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "learned" in out
 
 
 def test_produce_a_jsonl_file_then_read_it_back(broker, topic, tmp_path) -> None:
