@@ -474,7 +474,10 @@ def _check_values(cfg: Config) -> None:
         )
     import torch  # here: importing the config must stay cheap
 
+    from streamlearn.ingest.kafka_options import check_security
     from streamlearn.learners import validate_hparams
+
+    check_security(cfg.kafka, source=src)  # once here, so the message names the file
 
     try:
         torch.device(cfg.learner.device)

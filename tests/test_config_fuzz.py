@@ -791,6 +791,7 @@ def test_set_overrides(fuzz_dir: Path, items: list[str]) -> None:
 def test_string_keys_take_override_text_as_it_is(fuzz_dir: Path) -> None:
     env = {
         "STREAMLEARN__KAFKA__SASL_PLAIN_PASSWORD": "123456",
+        "STREAMLEARN__KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",  # a password needs SASL (load check)
         "STREAMLEARN__SERVE__AUTH_TOKEN": "*s3cret: {x",
         "STREAMLEARN__KAFKA__GROUP_ID": "'quoted'",
         "STREAMLEARN__KAFKA__SASL_MECHANISM": "null",

@@ -54,27 +54,33 @@ def client_options(cfg: KafkaConfig, bootstrap_servers: str) -> dict[str, Any]:
     return opts
 
 
-def check_security(cfg: KafkaConfig) -> None:
-    """Raise :class:`ConfigError` for security settings kafka-python would ignore or fail on later."""
+def check_security(cfg: KafkaConfig, source: str | None = None) -> None:
+    """Raise :class:`ConfigError` for security settings kafka-python would ignore or fail on later.
+
+    Run when a config file is loaded (``source`` names it) and again for every client built from a
+    ``KafkaConfig`` made in code.
+    """
     protocol = cfg.security_protocol
-    if not uses_tls(cfg):
-        for key in _SSL_KEYS:
+    unused = (
+        (uses_tls(cfg), _SSL_KEYS, "TLS", "SSL or SASL_SSL"),
+        (uses_sasl(cfg), _SASL_KEYS, "SASL", "SASL_PLAINTEXT or SASL_SSL"),
+    )
+    for used, keys, what, protocols in unused:
+        for key in keys if not used else ():
             if getattr(cfg, key) is not None:
                 raise ConfigError(
-                    f"is set, but security_protocol {protocol} does not use TLS, so it would be ignored; "
-                    "use SSL or SASL_SSL, or remove it",
-                    key=f"kafka.{key}",
-                )
-    if not uses_sasl(cfg):
-        for key in _SASL_KEYS:
-            if getattr(cfg, key) is not None:
-                raise ConfigError(
-                    f"is set, but security_protocol {protocol} does not use SASL, so it would be ignored; "
-                    "use SASL_PLAINTEXT or SASL_SSL, or remove it",
+                    f"expected null under security_protocol {protocol}, which does not use {what} "
+                    f"(it would be ignored); use {protocols}, or remove it",
+                    source=source,
                     key=f"kafka.{key}",
                 )
     if uses_tls(cfg):
-        tls_client_context(cfg)
+        try:
+            tls_client_context(cfg)
+        except ConfigError as exc:
+            if source is None:
+                raise
+            raise ConfigError(str(exc), source=source) from None
 
 
 def tls_client_context(cfg: KafkaConfig) -> ssl.SSLContext:
@@ -87,7 +93,8 @@ def tls_client_context(cfg: KafkaConfig) -> ssl.SSLContext:
             ctx.load_verify_locations(cfg.ssl_cafile)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                f"cannot load CA certificates from {cfg.ssl_cafile!r}: {exc}", key="kafka.ssl_cafile"
+                f"expected a readable PEM file of CA certificates, got {cfg.ssl_cafile!r}: {exc}",
+                key="kafka.ssl_cafile",
             ) from exc
     else:
         ctx.load_default_certs()
@@ -96,12 +103,14 @@ def tls_client_context(cfg: KafkaConfig) -> ssl.SSLContext:
             ctx.load_cert_chain(certfile=cfg.ssl_certfile, keyfile=cfg.ssl_keyfile)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
-                f"cannot load the client certificate {cfg.ssl_certfile!r} "
-                f"with key {cfg.ssl_keyfile!r}: {exc}",
+                f"expected a readable PEM client certificate (with kafka.ssl_keyfile {cfg.ssl_keyfile!r}), "
+                f"got {cfg.ssl_certfile!r}: {exc}",
                 key="kafka.ssl_certfile",
             ) from exc
     elif cfg.ssl_keyfile:
-        raise ConfigError("is set without kafka.ssl_certfile", key="kafka.ssl_keyfile")
+        raise ConfigError(
+            "expected kafka.ssl_certfile too (a key needs its certificate)", key="kafka.ssl_keyfile"
+        )
     return ctx
 
 
