@@ -262,6 +262,17 @@ def newest_checkpoint(store: CheckpointStore) -> tuple[int, int | None]:
     return int(state["learner"]["examples"]), next(iter(state["offsets"].values()), None)
 
 
+def run_to_end(run: Run, deadline: float, what: str) -> None:
+    """Wait for a daemon that runs to runtime.max_examples; exit the benchmark if it fails or hangs."""
+    while run.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if run.proc.poll() is None:
+        run.proc.kill()
+        raise SystemExit(f"timeout waiting for the {what} run")
+    if run.proc.returncode != 0:
+        raise SystemExit(f"{what} daemon exited with {run.proc.returncode}:\n{run.text()[-3000:]}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--learner", default="mer", choices=["mer", "er"])
@@ -382,13 +393,7 @@ def main() -> int:
             run = start_daemon(config, work / "logs" / "chaos-final.log", marker)
             runs.append(run)
             log("last restart: running to the end")
-            while run.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if run.proc.poll() is None:
-                run.proc.kill()
-                raise SystemExit("timeout waiting for the final run")
-            if run.proc.returncode != 0:
-                raise SystemExit(f"final daemon exited with {run.proc.returncode}:\n{run.text()[-3000:]}")
+            run_to_end(run, deadline, "final")
         prod_thread.join(timeout=max(1.0, deadline - time.monotonic()))
         chaos_s = time.monotonic() - t_chaos
         log(f"chaos phase done in {chaos_s:.1f} s; producer took {produced.get('s', float('nan')):.1f} s")
@@ -409,13 +414,7 @@ def main() -> int:
         log(f"reference: {ref_produced} messages in {ref_topic}; uninterrupted run")
         ref = start_daemon(ref_config, work / "logs" / "reference.log", marker)
         runs.append(ref)
-        while ref.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if ref.proc.poll() is None:
-            ref.proc.kill()
-            raise SystemExit("timeout during the reference run")
-        if ref.proc.returncode != 0:
-            raise SystemExit(f"reference daemon exited with {ref.proc.returncode}:\n{ref.text()[-3000:]}")
+        run_to_end(ref, deadline, "reference")
         ref_s = time.monotonic() - t_ref
         ref_topic_ok = topic_matches(bootstrap, ref_topic, messages)
         orphans_end = wait_gone(marker)

@@ -121,10 +121,11 @@ def find_free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def _admin_options(
+def admin_options(
     client_options: Mapping[str, Any] | None, bootstrap_servers: str, client_id: str, timeout_ms: int
 ) -> dict[str, Any]:
-    # The caller's security settings (e.g. ``client_options(cfg.kafka, ...)``), but our address and timeouts.
+    """The caller's security settings (e.g. ``client_options(cfg.kafka, ...)``) for a short-lived
+    admin client, with this address, client id and timeouts."""
     return {
         **(client_options or {}),
         "bootstrap_servers": bootstrap_servers,
@@ -152,7 +153,7 @@ def create_topic(
     """
     timeout_ms = int(timeout_s * 1000)
     admin = KafkaAdminClient(
-        **_admin_options(client_options, bootstrap_servers, "streamlearn-admin", timeout_ms)
+        **admin_options(client_options, bootstrap_servers, "streamlearn-admin", timeout_ms)
     )
     try:
         admin.create_topics([NewTopic(name, partitions, 1)], timeout_ms=timeout_ms)
@@ -175,7 +176,7 @@ def kafka_is_ready(
     timeout_ms = max(100, int(timeout_s * 1000))
     try:
         admin = KafkaAdminClient(
-            **_admin_options(client_options, bootstrap_servers, "streamlearn-probe", timeout_ms)
+            **admin_options(client_options, bootstrap_servers, "streamlearn-probe", timeout_ms)
         )
     except KafkaError:
         return False
@@ -444,33 +445,31 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         """Stop the broker; safe to call any number of times, also when never started."""
-        with self._lock:
-            self._stop_terminator()
-            proc, self._proc = self._proc, None
-            if proc is not None:
-                _live_brokers.discard(self)
-                self.last_returncode = self._terminate(proc)
-                logger.info(
-                    "embedded Kafka broker on port %s stopped (pid %s, exit code %s)",
-                    self._port,
-                    proc.pid,
-                    self.last_returncode,
-                )
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
+        self._end(crash=False)
 
     def kill(self) -> None:
         """SIGKILL the broker (a crash, for fault tests); ``start()`` brings it back on the same port."""
+        self._end(crash=True)
+
+    def _end(self, *, crash: bool) -> None:
         with self._lock:
             self._stop_terminator()
             proc, self._proc = self._proc, None
             if proc is not None:
                 _live_brokers.discard(self)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                self.last_returncode = proc.wait()
-                logger.warning("embedded Kafka broker pid %s killed (SIGKILL)", proc.pid)
+                if crash:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    self.last_returncode = proc.wait()
+                    logger.warning("embedded Kafka broker pid %s killed (SIGKILL)", proc.pid)
+                else:
+                    self.last_returncode = self._terminate(proc)
+                    logger.info(
+                        "embedded Kafka broker on port %s stopped (pid %s, exit code %s)",
+                        self._port,
+                        proc.pid,
+                        self.last_returncode,
+                    )
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None

@@ -14,11 +14,11 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any
 
 from kafka import KafkaAdminClient
 
 from streamlearn.config import KafkaConfig
+from streamlearn.ingest.broker import admin_options
 from streamlearn.ingest.kafka_options import client_options
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,12 @@ class BrokerHealth:
     def __init__(
         self, cfg: KafkaConfig, bootstrap_servers: str, *, interval_s: float = 1.0, timeout_s: float = 2.0
     ) -> None:
-        self._opts: dict[str, Any] = {
-            **client_options(cfg, bootstrap_servers),
-            "client_id": "streamlearn-health",
-            "request_timeout_ms": int(timeout_s * 1000),
-            "bootstrap_timeout_ms": int(timeout_s * 1000),
-        }
+        self._opts = admin_options(
+            client_options(cfg, bootstrap_servers),
+            bootstrap_servers,
+            "streamlearn-health",
+            int(timeout_s * 1000),
+        )
         self.interval_s = interval_s
         self.up = True  # the source has just connected when this starts
         self.down_since: float | None = None

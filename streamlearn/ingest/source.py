@@ -62,26 +62,22 @@ class KafkaSource:
     ) -> None:
         self.cfg = cfg
         try:
-            self.consumer = self._consumer(cfg, bootstrap_servers, max_poll_interval_ms)
+            self.consumer = KafkaConsumer(
+                **client_options(cfg, bootstrap_servers),
+                group_id=cfg.group_id,
+                enable_auto_commit=False,
+                # Never let the client reset a position by itself: that silently skips or re-learns
+                # examples. A fresh start is seeked explicitly (seek()); an out-of-range position raises
+                # and the daemon applies kafka.offset_out_of_range.
+                auto_offset_reset="none",
+                max_poll_records=cfg.max_poll_records,
+                session_timeout_ms=cfg.session_timeout_ms,
+                heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+                max_poll_interval_ms=max_poll_interval_ms,
+            )
         except KafkaError as exc:
             raise unreachable(cfg, bootstrap_servers, exc) from exc
         self.partitions: list[TopicPartition] = []
-
-    @staticmethod
-    def _consumer(cfg: KafkaConfig, bootstrap_servers: str, max_poll_interval_ms: int) -> KafkaConsumer:
-        return KafkaConsumer(
-            **client_options(cfg, bootstrap_servers),
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            # Never let the client reset a position by itself: that silently skips or re-learns
-            # examples. A fresh start is seeked explicitly (seek()); an out-of-range position raises
-            # and the daemon applies kafka.offset_out_of_range.
-            auto_offset_reset="none",
-            max_poll_records=cfg.max_poll_records,
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-            max_poll_interval_ms=max_poll_interval_ms,
-        )
 
     def assign(self, timeout_s: float = 30.0) -> list[TopicPartition]:
         """Assign the configured partitions of the topic (all of them by default)."""
