@@ -48,6 +48,9 @@ class ReservoirBuffer:
         self.size = 0
         self.seen = 0
         self.rng = np.random.Generator(np.random.PCG64(seed))
+        #: while an update may still be undone: what ``add`` overwrote, oldest first (see ``mark``)
+        self._journal: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
+        self._marked: tuple[int, int, dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return self.size
@@ -65,9 +68,37 @@ class ReservoirBuffer:
                 slot = int(self.rng.integers(0, self.seen))
                 if slot >= self.capacity:
                     continue
+            if self._journal is not None:
+                self._journal.append(
+                    (slot, self.x[slot].clone(), self.y[slot].clone(), self.task[slot].clone())
+                )
             self.x[slot] = x[i]
             self.y[slot] = y[i]
             self.task[slot] = t
+
+    # -- undo -------------------------------------------------------------------------------
+    def mark(self) -> None:
+        """Remember the state so that ``undo`` can return to it; ``release`` forgets it.
+
+        Cheaper than a copy of the buffer: only the slots that ``add`` overwrites are saved, so
+        the learner can afford a mark before every update (its guard undoes a non-finite one).
+        """
+        self._journal = []
+        self._marked = (self.size, self.seen, self.rng.bit_generator.state)
+
+    def undo(self) -> None:
+        """Back to the state at ``mark``: contents, counters and the draws' random state."""
+        if self._journal is None or self._marked is None:
+            raise RuntimeError("undo() without mark()")
+        for slot, x, y, task in reversed(self._journal):
+            self.x[slot], self.y[slot], self.task[slot] = x, y, task
+        self.size, self.seen, rng_state = self._marked
+        self.rng.bit_generator.state = rng_state
+        self.release()
+
+    def release(self) -> None:
+        self._journal = None
+        self._marked = None
 
     def sample_indices(self, n: int) -> np.ndarray:
         """Indices of ``min(n, len(self))`` distinct stored examples, uniformly at random."""

@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -81,3 +82,44 @@ def test_state_round_trip_continues_identically() -> None:
 def test_memory_is_capacity_times_example_size() -> None:
     buf = ReservoirBuffer(200, 784)
     assert buf.nbytes() == 200 * (784 * 4 + 8 + 8)
+
+
+def test_undo_returns_to_the_mark_exactly() -> None:
+    """What an undone update added, and the draws it made, leave no trace."""
+    torch.manual_seed(0)
+    buf = ReservoirBuffer(capacity=4, n_inputs=3, seed=1)
+    buf.add(torch.rand(6, 3), torch.arange(6))
+    before = buf.state_dict()
+    buf.mark()
+    buf.sample_indices(2)
+    buf.add(torch.rand(20, 3), torch.arange(20) % 3, task=2)
+    assert buf.seen == 26
+    buf.undo()
+    after = buf.state_dict()
+    assert after["seen"] == before["seen"] == 6
+    assert after["rng"] == before["rng"]
+    for key in ("x", "y", "task"):
+        assert torch.equal(after[key], before[key]), key
+    # ... and the buffer goes on as if the undone update never happened.
+    twin = ReservoirBuffer(capacity=4, n_inputs=3, seed=1)
+    twin.load_state_dict(before)
+    more = torch.rand(5, 3)
+    buf.add(more, torch.arange(5))
+    twin.add(more, torch.arange(5))
+    assert torch.equal(buf.x, twin.x) and buf.seen == twin.seen
+
+
+def test_undo_while_filling_restores_size() -> None:
+    buf = ReservoirBuffer(capacity=10, n_inputs=2, seed=0)
+    buf.add(torch.ones(3, 2), torch.zeros(3, dtype=torch.long))
+    buf.mark()
+    buf.add(torch.full((4, 2), 7.0), torch.ones(4, dtype=torch.long))
+    buf.undo()
+    assert len(buf) == 3 and buf.seen == 3
+    assert float(buf.x[:3].sum()) == 6.0
+
+
+def test_undo_without_mark_is_an_error() -> None:
+    buf = ReservoirBuffer(capacity=2, n_inputs=1)
+    with pytest.raises(RuntimeError):
+        buf.undo()
