@@ -10,11 +10,14 @@ from either place (``typing.get_type_hints(..., include_extras=True)``).
 'a number in (0, 1)'
 >>> Range(0, low_open=True).contains(float("nan"))
 False
+>>> Pattern(r"cpu|cuda(:[0-9]+)?", "a device such as cpu or cuda:1").contains("cuda:1")
+True
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -70,6 +73,20 @@ class NonEmpty:
         return "a non-empty string"
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """A string that ``regex`` matches in full; ``meaning`` says in words what such a string is."""
+
+    regex: str
+    meaning: str
+
+    def contains(self, value: Any) -> bool:
+        return not isinstance(value, str) or re.fullmatch(self.regex, value) is not None
+
+    def describe(self, tp: Any = str) -> str:
+        return self.meaning
+
+
 def _num(v: float | None) -> str:
     if v is None:
         return ""
@@ -91,6 +108,7 @@ __all__ = [
     "NonEmpty",
     "NonNegativeFloat",
     "NonNegativeInt",
+    "Pattern",
     "PositiveFloat",
     "PositiveInt",
     "Range",

@@ -30,9 +30,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamlearn.config import MAX_DEPTH, Config, _type_name, load_config
+from streamlearn.config import MAX_DEPTH, Config, load_config
 from streamlearn.errors import ConfigError
 from streamlearn.learners import LEARNERS, hparam_types
+from streamlearn.typecheck import type_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = (ROOT / "configs" / "mer.yaml").read_text()
@@ -46,6 +47,14 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+
+def _limits(tp: Any) -> list[Any]:
+    """The ``Annotated`` limits in an annotation, also inside ``X | None``."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return [m for m in typing.get_args(tp)[1:] if hasattr(m, "contains")]
+    return [m for a in typing.get_args(tp) for m in _limits(a)]
+
+
 # -- the schema, read off the dataclasses --------------------------------------------------------
 SECTIONS: dict[str, type] = {
     f.name: typing.get_type_hints(Config)[f.name]
@@ -55,6 +64,10 @@ SECTIONS: dict[str, type] = {
 FIELDS: dict[str, dict[str, Any]] = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
 KEY_PATHS = [(section, key) for section, hints in FIELDS.items() for key in hints]
 HPARAMS: dict[str, dict[str, Any]] = {name: hparam_types(name) for name in LEARNERS}
+#: each hyper-parameter's limits as its learner declares them (``Annotated`` metadata)
+HPARAM_LIMITS: dict[str, dict[str, list[Any]]] = {
+    name: {k: _limits(tp) for k, tp in hparam_types(name, include_extras=True).items()} for name in LEARNERS
+}
 ALL_NAMES = sorted(set(SECTIONS) | {k for _, k in KEY_PATHS} | {k for h in HPARAMS.values() for k in h})
 
 # -- what a valid config is (the spec, written independently of the loader's code) ---------------
@@ -120,6 +133,8 @@ SPEC: dict[str, typing.Callable[[Any], bool]] = {
     "serve.max_request_bytes": _in(1),
     "serve.max_rows": _in(1),
     "serve.model_name": _nonempty,
+    "serve.max_connections": _in(1, 65535),
+    "serve.request_timeout_seconds": lambda v: math.isfinite(v) and v > 0,
 }
 
 
@@ -131,6 +146,8 @@ def has_type(value: Any, tp: Any) -> bool:
         return value is None
     args = typing.get_args(tp)
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) and value == a for a in args)
     if origin in (typing.Union, UnionType):
         return any(has_type(value, a) for a in args)
     if origin is list:
@@ -148,7 +165,7 @@ def conforms(value: Any, tp: Any) -> bool:
         return True
     if typing.get_origin(tp) is list and type(value) is list:
         return all(conforms(v, typing.get_args(tp)[0]) for v in value)
-    if typing.get_args(tp) and typing.get_origin(tp) is not dict:
+    if typing.get_args(tp) and typing.get_origin(tp) not in (dict, typing.Literal):
         return any(conforms(value, a) for a in typing.get_args(tp))
     return has_type(value, tp)
 
@@ -169,6 +186,8 @@ def assert_valid(cfg: Config) -> None:
         assert key in types and key not in ("device", "seed", "alignment_every")
         assert conforms(value, types[key]), f"learner.hparams.{key} = {value!r} is not {types[key]}"
         assert not (isinstance(value, float) and not math.isfinite(value))
+        for limit in HPARAM_LIMITS[cfg.learner.name][key]:
+            assert value is None or limit.contains(value), f"learner.hparams.{key} = {value!r} accepted"
 
 
 def test_the_defaults_meet_the_spec() -> None:
@@ -341,6 +360,8 @@ def plausible(tp: Any) -> st.SearchStrategy[Any]:
         return st.one_of(st.sampled_from(WORDS), st.text(max_size=10))
     if tp is type(None):
         return st.none()
+    if typing.get_origin(tp) is typing.Literal:
+        return st.one_of(st.sampled_from(typing.get_args(tp)), st.sampled_from(WORDS))
     if typing.get_origin(tp) is list:
         return st.lists(plausible(typing.get_args(tp)[0]), max_size=4)
     if typing.get_origin(tp) is dict:
@@ -373,6 +394,8 @@ def learner_section(draw: st.DrawFn, noise: float) -> dict[Any, Any]:
     hparams: dict[Any, Any] = {}
     for key in draw(st.lists(st.sampled_from(sorted(types)), max_size=4, unique=True)):
         hparams[key] = draw(anything if draw(st.floats(0, 1)) < noise else plausible(types[key]))
+    if draw(st.floats(0, 1)) < noise:  # names no learner has, or another learner's
+        hparams.update(draw(st.dictionaries(unknown_key, anything, min_size=1, max_size=2)))
     if hparams or draw(st.booleans()):
         out["hparams"] = hparams
     return out
@@ -501,7 +524,7 @@ def test_near_miss_documents(fuzz_dir: Path, doc: dict[Any, Any], allow_unicode:
         # ...and a value of the wrong type is reported with the declared type.
         tp = declared(result.key)
         if tp is not None and not conforms(value, tp) and not _has_big_int(value):
-            expected = "mapping" if dataclasses.is_dataclass(tp) else _type_name(tp)
+            expected = "mapping" if dataclasses.is_dataclass(tp) else type_name(tp)
             said = str(result)[len(f"{path}: {result.key}: ") :]
             assert said.startswith(f"expected {expected}, got {type(value).__name__} "), str(result)
         return
@@ -511,6 +534,31 @@ def test_near_miss_documents(fuzz_dir: Path, doc: dict[Any, Any], allow_unicode:
         for key, value in values.items():
             got = getattr(getattr(result, section), key)
             assert same(got, value), (section, key, value, got)
+
+
+@settings(FUZZ, max_examples=300)
+@given(name=st.sampled_from(sorted(LEARNERS)), noise=st.sampled_from([0.0, 0.1, 0.5]), data=st.data())
+def test_learner_hparams(fuzz_dir: Path, name: str, noise: float, data: st.DataObject) -> None:
+    """Every learner's hyper-parameters, known names with near or arbitrary values, unknown names."""
+    types = HPARAMS[name]
+    hparams: dict[Any, Any] = {}
+    for key in data.draw(st.lists(st.sampled_from(sorted(types)), max_size=5, unique=True)):
+        arbitrary = data.draw(st.floats(0, 1)) < noise
+        hparams[key] = data.draw(anything if arbitrary else plausible(types[key]))
+    if data.draw(st.floats(0, 1)) < noise:
+        hparams.update(data.draw(st.dictionaries(unknown_key, anything, min_size=1, max_size=2)))
+    doc = {"learner": {"name": name, "hparams": hparams}}
+    path = fuzz_dir / "hparams.yaml"
+    path.write_text(dump(doc), encoding="utf-8")
+    result = run("hparams", path)
+    if isinstance(result, ConfigError):
+        assert_clean_error(result, {str(path)})
+        assert result.key is not None and result.key.startswith("learner.hparams"), str(result)
+        assert lookup(doc, result.key) is not _MISSING, f"{result} names a key the document does not have"
+        return
+    assert_valid(result)
+    assert result.learner.name == name
+    assert all(same(result.learner.hparams[k], v) for k, v in hparams.items())
 
 
 def _has_big_int(value: Any) -> bool:

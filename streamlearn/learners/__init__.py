@@ -9,11 +9,13 @@
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from typing import Any
 
 from torch import nn
 
+from streamlearn import typecheck
 from streamlearn.errors import ConfigError
 from streamlearn.learners.base import Learner, UpdateStats
 from streamlearn.learners.er import ER
@@ -28,44 +30,27 @@ LEARNERS: dict[str, type[Learner]] = {cls.name: cls for cls in (SGD, ER, MER, La
 _NOT_HPARAMS = {"self", "model", "n_classes"}
 
 
-def hparam_types(name: str) -> dict[str, Any]:
-    """The keyword arguments of a learner and their annotated types (the config maps 1:1 onto them)."""
+def hparam_types(name: str, *, include_extras: bool = False) -> dict[str, Any]:
+    """The keyword arguments of a learner and their annotated types (the config maps 1:1 onto them);
+    ``include_extras`` keeps the limits (``Annotated[float, Range(0, low_open=True)]``)."""
     cls = LEARNERS[name]
-    hints = typing.get_type_hints(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__, include_extras=include_extras)
     params = inspect.signature(cls.__init__).parameters
     return {k: hints.get(k, Any) for k in params if k not in _NOT_HPARAMS}
-
-
-def _accepts(tp: Any, value: Any) -> bool:
-    if tp is Any:
-        return True
-    args = typing.get_args(tp)
-    if args and type(None) in args:  # Optional[X] / X | None
-        return value is None or any(_accepts(a, value) for a in args if a is not type(None))
-    if args:  # a union such as str | torch.device
-        return any(_accepts(a, value) for a in args)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp) if isinstance(tp, type) else True
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def validate_hparams(
     name: str, hparams: dict[str, Any], *, source: str | None = None, prefix: str = ""
 ) -> None:
-    """Raise ConfigError naming the key for an unknown learner, hyper-parameter or wrong type."""
+    """Raise ConfigError naming the key for an unknown learner or hyper-parameter, a wrong type,
+    a value outside the limits the signature declares, or a float that is not finite."""
     if name not in LEARNERS:
         raise ConfigError(
             f"unknown learner {name!r}; expected one of {sorted(LEARNERS)}",
             source=source,
             key="learner.name" if prefix else "learner",
         )
-    types = hparam_types(name)
+    types = hparam_types(name, include_extras=True)
     for key, value in hparams.items():
         if key not in types:
             raise ConfigError(
@@ -73,12 +58,12 @@ def validate_hparams(
                 source=source,
                 key=prefix + key,
             )
-        if not _accepts(types[key], value):
-            raise ConfigError(
-                f"expected {_type_name(types[key])}, got {type(value).__name__} {value!r}",
-                source=source,
-                key=prefix + key,
-            )
+        try:
+            typecheck.check(value, types[key], prefix + key)
+        except typecheck.Mismatch as exc:
+            raise ConfigError(exc.message, source=source, key=exc.key) from None
+        if isinstance(value, float) and not math.isfinite(value):  # nan passes "lr: float" unlimited
+            raise ConfigError(f"expected a finite number, got {value}", source=source, key=prefix + key)
 
 
 def make_learner(name: str, model: nn.Module, *, n_classes: int, **hparams: Any) -> Learner:
