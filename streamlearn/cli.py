@@ -1,6 +1,18 @@
 """Command line: ``streamlearn VERB ...``. Every verb has ``--help``.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad configuration.
+
+Start-up is light: ``--help``, every ``VERB --help``, ``produce`` and config errors answer before
+torch is imported. Nothing here imports torch at module level or while the parser is built; a verb
+imports what it needs when it runs, after its config has loaded. Choices therefore come from the
+static lists below, pinned to the learner and stream registries by ``tests/test_cli.py``.
+
+Environment defaults follow one rule, and ``--help`` names the variable of every flag that has one:
+
+- a flag that mirrors a config key reads that key's variable, ``STREAMLEARN__SECTION__KEY`` (double
+  underscores: a config path), the one ``load_config`` reads, so one variable sets both;
+- any other flag reads ``STREAMLEARN_`` + its long name in capitals, dashes as underscores (single
+  underscore: a flag), e.g. ``--log-level`` → ``STREAMLEARN_LOG_LEVEL``.
 """
 
 from __future__ import annotations
@@ -13,29 +25,92 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
 from streamlearn import __version__, logs
-from streamlearn.errors import StreamlearnError
+from streamlearn.config import ENV_PREFIX
+from streamlearn.errors import BrokerError, StreamlearnError
 
 log = logging.getLogger("streamlearn")
 
+#: ``sorted(streamlearn.learners.LEARNERS)`` and ``streamlearn.streams.STREAM_NAMES``, written out
+#: so that building the parser imports neither torch nor the image libraries.
+LEARNER_NAMES = ("cmaml", "er", "lamaml", "mer", "sgd")
+STREAM_NAMES = ("rotated-mnist-10k", "permuted-mnist-10k")
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are read as YAML scalars (0.1, true, null, 5)."""
+FLAG_ENV_PREFIX = "STREAMLEARN_"
+#: Variables earlier versions read, and what replaced them: ignored now, with a warning.
+_RETIRED_ENV = {
+    "STREAMLEARN_THREADS": "STREAMLEARN__RUNTIME__THREADS",
+    "STREAMLEARN_CHECKPOINT_DIR": "STREAMLEARN__CHECKPOINT__DIR",
+}
+
+
+def env_var(flag: str, config_key: str | None = None) -> str:
+    """The environment variable that gives ``flag`` its default (the rule in the module docstring).
+
+    >>> env_var("--log-level"), env_var("--threads", "runtime.threads")
+    ('STREAMLEARN_LOG_LEVEL', 'STREAMLEARN__RUNTIME__THREADS')
+    """
+    if config_key is not None:
+        return ENV_PREFIX + config_key.upper().replace(".", "__")
+    return FLAG_ENV_PREFIX + flag.removeprefix("--").upper().replace("-", "_")
+
+
+def _env_flag(
+    p: argparse.ArgumentParser,
+    *flags: str,
+    help: str,
+    default: Any = None,
+    shown_default: str | None = None,
+    config_key: str | None = None,
+    from_config: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Add an option whose default comes from its environment variable, named in ``--help``.
+
+    ``shown_default`` describes the default in ``--help`` where ``default`` (None) says nothing.
+
+    ``from_config``: the verb loads the config, and ``load_config`` reads the key's variable itself,
+    so the file < environment < ``--set`` precedence holds. The flag's default then stays None and
+    the verb passes a given flag on as the override ``config_key=value`` (:func:`_config_overrides`).
+    """
+    var = env_var(flags[-1], config_key)
+    if from_config:
+        assert config_key is not None
+        value = None
+        help = f"{help} (env {var}; default: the config's {config_key})"
+        p.set_defaults(config_flags={**(p.get_default("config_flags") or {}), flags[-1]: config_key})
+    else:
+        # argparse applies ``type`` to a string default, so a bad value is a usage error (exit 2).
+        value = os.environ.get(var, default)
+        shown = shown_default or (None if default is None else str(default))
+        help = f"{help} (env {var}" + ("" if shown is None else f"; default: {shown}") + ")"
+    p.add_argument(*flags, default=value, help=help, **kwargs)
+
+
+def _config_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` items, then the flags given that mirror config keys (a flag wins over ``--set``)."""
+    out = list(args.overrides)
+    for flag, key in getattr(args, "config_flags", {}).items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def _parse_hparams(items: Sequence[str]) -> dict[str, Any]:
+    """``--hparam name=value`` pairs; values are read as YAML scalars (0.1, true, null, 5)."""
+    import yaml
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--set expects key=value, got {item!r}")
+            raise argparse.ArgumentTypeError(f"--hparam expects name=value, got {item!r}")
         out[key.strip()] = yaml.safe_load(raw)
     return out
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    from streamlearn.learners import LEARNERS
-    from streamlearn.streams import STREAM_NAMES
-
     p = sub.add_parser(
         "bench",
         help="run a learner over a continual-learning benchmark stream and print RA/LA/BTI and examples/s",
@@ -47,7 +122,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--stream", default="rotated-mnist-10k", choices=STREAM_NAMES, help="benchmark stream")
-    p.add_argument("--learner", required=True, choices=sorted(LEARNERS), help="learning algorithm")
+    p.add_argument("--learner", required=True, choices=LEARNER_NAMES, help="learning algorithm")
     p.add_argument("--tasks", type=int, default=None, help="learn only the first N tasks (default: all 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of model init, replay and shuffles (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -58,18 +133,20 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="micro-batch size (default: the learner's own, 1 for mer/er/sgd, 10 for lamaml/cmaml)",
     )
     p.add_argument(
-        "--set",
-        dest="overrides",
+        "--hparam",
+        dest="hparams",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="override a learner hyper-parameter, e.g. --set lr=0.05 --set fast_path=false (repeatable)",
+        metavar="NAME=VALUE",
+        help="set a learner hyper-parameter, e.g. --hparam lr=0.05 --hparam fast_path=false (repeatable)",
     )
-    p.add_argument(
+    _env_flag(
+        p,
         "--threads",
         type=int,
-        default=int(os.environ.get("STREAMLEARN_THREADS", "1")),
-        help="torch/BLAS threads (env STREAMLEARN_THREADS, default 1: faster for these small matrices)",
+        default=1,
+        config_key="runtime.threads",
+        help="torch/BLAS threads; 1 is fastest for these small matrices",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
     p.set_defaults(func=_cmd_bench)
@@ -87,7 +164,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         batch_size=args.batch_size,
-        hparams=_parse_set(args.overrides),
+        hparams=_parse_hparams(args.hparams),
         progress=stderr_progress(),
     )
     print(format_result(result), flush=True)
@@ -97,12 +174,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        default=os.environ.get("STREAMLEARN_CONFIG"),
-        help="YAML config file (env STREAMLEARN_CONFIG; default: built-in defaults)",
-    )
+    _env_flag(p, "-c", "--config", shown_default="the built-in defaults", help="YAML config file")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -110,7 +182,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY.PATH=VALUE",
         help="override a config value, e.g. --set learner.name=lamaml --set kafka.topic=x "
-        "(repeatable; env STREAMLEARN__SECTION__KEY works too)",
+        "(repeatable; outranks the file and the environment's STREAMLEARN__SECTION__KEY)",
     )
 
 
@@ -145,9 +217,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # before the torch import: config errors answer at once
     from streamlearn.daemon import Daemon
 
-    cfg = load_config(args.config, args.overrides)
     daemon = Daemon(cfg)
     _install_stop_handlers(daemon.request_stop)
     summary = daemon.run()
@@ -169,18 +242,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         ),
     )
     _add_config_args(p)
-    p.add_argument(
+    _env_flag(
+        p,
         "--checkpoint-dir",
-        default=os.environ.get("STREAMLEARN_CHECKPOINT_DIR"),
-        help="directory the learner writes checkpoints to (env STREAMLEARN_CHECKPOINT_DIR; "
-        "default: the config's checkpoint.dir)",
+        config_key="checkpoint.dir",
+        from_config=True,
+        help="directory the learner writes checkpoints to",
     )
-    p.add_argument(
-        "--host", default=None, help="listen address (default: the config's serve.host, 127.0.0.1)"
-    )
-    p.add_argument(
-        "--port", type=int, default=None, help="listen port (default: the config's serve.port, 8080)"
-    )
+    _env_flag(p, "--host", config_key="serve.host", from_config=True, help="listen address")
+    _env_flag(p, "--port", type=int, config_key="serve.port", from_config=True, help="listen port")
     p.add_argument(
         "--poll-seconds", type=float, default=2.0, help="how often to look for a newer checkpoint (default 2)"
     )
@@ -189,22 +259,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
+
+    cfg = load_config(args.config, _config_overrides(args))
     from streamlearn.serving.replica import run_replica
 
-    overrides = list(args.overrides)
-    if args.host is not None:
-        overrides.append(f"serve.host={args.host}")
-    if args.port is not None:
-        overrides.append(f"serve.port={args.port}")
-    cfg = load_config(args.config, overrides)
-    run_replica(cfg, args.checkpoint_dir or cfg.checkpoint.dir, poll_seconds=args.poll_seconds)
+    run_replica(cfg, cfg.checkpoint.dir, poll_seconds=args.poll_seconds)
     return 0
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    from streamlearn.learners import LEARNERS
-    from streamlearn.streams import STREAM_NAMES
-
     p = sub.add_parser(
         "demo",
         help="the whole system in one command: embedded broker + producer + daemon",
@@ -217,8 +280,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         ),
     )
     _add_config_args(p)
-    p.add_argument(
-        "--learner", choices=sorted(LEARNERS), default=None, help="learner (default: config's, mer)"
+    _env_flag(
+        p, "--learner", choices=LEARNER_NAMES, config_key="learner.name", from_config=True, help="learner"
     )
     p.add_argument("--stream", choices=STREAM_NAMES, default="rotated-mnist-10k", help="stream to produce")
     p.add_argument("--max-examples", type=int, default=None, help="stop after N learned examples")
@@ -233,12 +296,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
+
+    cfg = load_config(args.config, _config_overrides(args))
     from streamlearn.demo import run_demo
 
-    overrides = list(args.overrides)
-    if args.learner:
-        overrides.append(f"learner.name={args.learner}")
-    cfg = load_config(args.config, overrides)
     summary = run_demo(
         cfg,
         stream=args.stream,
@@ -258,8 +319,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_produce(sub: argparse._SubParsersAction) -> None:
-    from streamlearn.streams import STREAM_NAMES
-
     p = sub.add_parser(
         "produce",
         help="send a built-in stream or a JSONL/CSV file of examples to a topic",
@@ -347,11 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"streamlearn {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("STREAMLEARN_LOG_LEVEL", "INFO"),
-        help="DEBUG, INFO, WARNING, ERROR (env STREAMLEARN_LOG_LEVEL, default INFO)",
-    )
+    _env_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     _add_run(sub)
@@ -367,15 +422,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(args.log_level)
+    for old, new in _RETIRED_ENV.items():
+        if old in os.environ:
+            log.warning("%s is no longer read: set %s instead", old, new)
     try:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    except BrokerError as exc:
+        # The embedded broker would not start: a runtime failure, not the user's input.
+        print(f"streamlearn: error: {exc}", file=sys.stderr)
+        return 1
     except StreamlearnError as exc:
         # Bad hyper-parameters and configs are the user's to fix: one clear line, exit 2.
         print(f"streamlearn: error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -32,3 +32,7 @@ class ConfigError(StreamlearnError):
 
 class CheckpointError(StreamlearnError):
     """A checkpoint could not be written, or none that can be trusted could be read."""
+
+
+class BrokerError(StreamlearnError):
+    """The embedded broker could not be found, started or reached."""

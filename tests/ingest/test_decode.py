@@ -87,6 +87,16 @@ def test_messages_with_and_without_the_letter_e_decode_alike() -> None:
     assert _ok(dec.decode(b'{"x":[1,2,3,4],"y":1,"id":"true"}')).id == "true"
 
 
+def test_a_leading_utf8_byte_order_mark_is_skipped() -> None:
+    # RFC 8259 §8.1 lets a parser ignore it, and Windows/.NET serialisers write one.
+    raw = _msg(x=[1, 2, 3, 4], y="cat", id="bom-1")
+    plain = _ok(_decoder().decode(raw))
+    for marked in (b"\xef\xbb\xbf" + raw, bytearray(b"\xef\xbb\xbf" + raw)):
+        ex = _ok(_decoder().decode(marked))  # type: ignore[arg-type]
+        np.testing.assert_array_equal(ex.x, plain.x)
+        assert (ex.y, ex.label, ex.id) == (plain.y, "cat", "bom-1")
+
+
 def test_non_bytes_buffers_are_accepted() -> None:
     raw = b'{"x":[1,2,3,4],"y":1}'
     assert _ok(_decoder().decode(bytearray(raw))).y == 1
@@ -101,7 +111,10 @@ MALFORMED: list[tuple[str, bytes | None, str]] = [
     ("zero bytes", b"", "empty"),
     ("not json", b"hello", "not_json"),
     ("truncated json", b'{"x":[0,1,2,3],"y":', "not_json"),
-    ("utf8 bom", b'\xef\xbb\xbf{"x":[0,1,2,3],"y":1}', "not_json"),
+    ("utf8 bom alone", b"\xef\xbb\xbf", "empty"),
+    ("utf8 bom twice", b'\xef\xbb\xbf\xef\xbb\xbf{"x":[0,1,2,3],"y":1}', "not_json"),
+    ("utf8 bom after whitespace", b' \xef\xbb\xbf{"x":[0,1,2,3],"y":1}', "not_json"),
+    ("utf16 bom", b'\xff\xfe{\x00"\x00', "not_utf8"),
     ("lone surrogate escape", b'{"x":[0,1,2,3],"y":1,"id":"\\ud800"}', "not_json"),
     ("invalid utf8", b'{"x":[0,1,2,3],"y":"caf\xe9"}', "not_utf8"),
     ("json array", b"[0,1,2,3]", "not_object"),
