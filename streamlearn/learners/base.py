@@ -3,10 +3,17 @@
 A learner owns a model and (if it replays) a reservoir buffer. It learns from a micro-batch of
 tensors, predicts probabilities, and round-trips its whole state through ``state_dict`` — tensors
 and plain Python values only, so a checkpoint loads with ``torch.load(weights_only=True)``.
+
+A subclass declares its hyper-parameters once, as typed keyword arguments of ``__init__`` with their
+range beside them (``lr: PositiveFloat = 0.1``, see ``streamlearn.bounds``), and stores each under the
+same attribute name; ``hparams()`` reads them back from the signature. A learner with a numpy kernel
+for plain MLPs calls ``_choose_path`` once; ``_kernel`` is then the lean path, or None for the
+reference (torch.func) path.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamlearn.bounds import NonNegativeInt, PositiveInt
 from streamlearn.learners import functional as F_
+from streamlearn.learners.kernels import NumpyMLP
 from streamlearn.replay import ReservoirBuffer
 
 
@@ -38,15 +47,21 @@ class Learner:
     name: ClassVar[str] = "base"
     #: micro-batch size the daemon feeds by default (MER learns one example at a time).
     default_batch_size: ClassVar[int] = 1
+    #: keyword arguments of ``__init__`` that are not hyper-parameters: what the learner trains, where,
+    #: from which seed, what it measures, and ``fast_path``, which picks an implementation of the same
+    #: maths (checkpoints and ``bench`` never recorded it).
+    _NOT_HPARAMS: ClassVar[frozenset[str]] = frozenset(
+        {"model", "n_classes", "device", "seed", "alignment_every", "fast_path"}
+    )
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        n_classes: int,
+        n_classes: PositiveInt,
         device: str = "cpu",
-        seed: int = 0,
-        alignment_every: int = 0,
+        seed: NonNegativeInt = 0,
+        alignment_every: NonNegativeInt = 0,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -62,6 +77,23 @@ class Learner:
         self.buffer: ReservoirBuffer | None = None
         n_inputs = F_.infer_n_inputs(model)
         self.n_inputs = n_inputs
+        # The numpy kernel when the lean path applies, else None: prediction and updates then run
+        # the reference path (any module, any device). Set by _choose_path; fast_path reports it.
+        self._kernel: NumpyMLP | None = None
+        self.fast_path = False
+
+    def _choose_path(self, fast_path: bool | None, *, needs: str, possible: bool = True) -> None:
+        """Decide once between the lean numpy path and the reference path.
+
+        ``fast_path`` None takes the lean path wherever the model allows it, False never, True
+        insists (ValueError naming ``needs`` when it cannot). ``possible`` False rules it out for
+        a reason of the learner's own (La-MAML's second-order updates need autograd).
+        """
+        kernel = NumpyMLP.from_module(self.model) if fast_path is not False and possible else None
+        if fast_path and kernel is None:
+            raise ValueError(f"fast_path=True needs {needs}")
+        self._kernel = kernel
+        self.fast_path = kernel is not None
 
     # -- the contract -------------------------------------------------------------------------
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None = None) -> UpdateStats:
@@ -82,9 +114,8 @@ class Learner:
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities (n, n_classes); never changes the model."""
-        kernel = getattr(self, "_kernel", None)
-        if kernel is not None and x.device.type == "cpu":
-            return torch.from_numpy(kernel.predict_proba(x.to(torch.float32).numpy()))
+        if self._kernel is not None and x.device.type == "cpu":
+            return torch.from_numpy(self._kernel.predict_proba(x.to(torch.float32).numpy()))
         was_training = self.model.training
         self.model.eval()
         try:
@@ -94,8 +125,17 @@ class Learner:
         return torch.softmax(logits, dim=1)
 
     def hparams(self) -> dict[str, Any]:
-        """The hyper-parameters, under the same names as the constructor's keyword arguments."""
-        return {}
+        """The hyper-parameters, under the same names as the constructor's keyword arguments.
+
+        Read from the signature (as river's ``_get_params`` does), so a new keyword argument is
+        recorded in checkpoints and ``bench`` output without a second list to keep in step.
+        """
+        params = inspect.signature(type(self).__init__).parameters.values()
+        return {
+            p.name: getattr(self, p.name)
+            for p in params
+            if p.kind is p.KEYWORD_ONLY and p.name not in self._NOT_HPARAMS
+        }
 
     # -- gradient alignment -------------------------------------------------------------------
     def _alignment_due(self) -> bool:
@@ -133,7 +173,7 @@ class Learner:
         if state.get("learner") != self.name:
             raise ValueError(f"state is for learner {state.get('learner')!r}, this is {self.name!r}")
         with torch.no_grad():
-            # copy_ into the existing tensors: fast paths hold views of them.
+            # copy_ into the existing tensors: the numpy kernel (lean path) holds views of them.
             own = self.model.state_dict()
             missing = set(own) ^ set(state["model"])
             if missing:

@@ -1,7 +1,7 @@
 """Functional helpers: any ``nn.Module`` as a pure function of a dict of parameter tensors.
 
 The module itself is never mutated by these (``torch.func.functional_call``), which is what lets
-MER and La-MAML hold "fast weights" without copying the model.
+La-MAML hold its adapted weights θ' (the inner loop's) without copying the model.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ matrix for the whole batch, and the within-batch Reptile update of W1 is one ran
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,12 +75,9 @@ class NumpyMLP:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Softmax of the network at the current weights; a fraction of torch's per-call cost."""
-        h = X
-        for l in range(self.n_layers):
-            h = h @ self.Ws[l].T
-            h += self.bs[l]
-            if l < self.n_layers - 1:
-                np.maximum(h, 0, out=h)
+        z0 = X @ self.Ws[0].T
+        z0 += self.bs[0]
+        h = forward(z0, self.Ws, self.bs)[0][-1]
         h -= h.max(axis=1, keepdims=True)
         np.exp(h, out=h)
         h /= h.sum(axis=1, keepdims=True)
@@ -104,23 +102,12 @@ class NumpyMLP:
         saved_W = [W.copy() for W in Ws[1:]]
         saved_b = [b.copy() for b in bs[1:]]
         total = 0.0
-        zs: list[np.ndarray] = [A[0]] * L
-        hs: list[np.ndarray] = [A[0]] * L
         deltas: list[np.ndarray] = [A[0]] * L
         for j in range(k):
             # A[j] already holds z1 of step j: each earlier step's first-layer update was folded
             # into the rows after it (rank-1, through the Gram matrix).
-            z = A[j]
-            zs[0] = z
-            h = np.maximum(z, 0)
-            hs[0] = h
-            for l in range(1, L):
-                z = Ws[l] @ h
-                z += bs[l]
-                if l < L - 1:
-                    zs[l] = z
-                    h = np.maximum(z, 0)
-                    hs[l] = h
+            zs, hs = forward(A[j], Ws, bs)
+            z = zs[-1]
             # softmax cross-entropy and its gradient w.r.t. the logits
             m = z.max()
             e = np.exp(z - m)
@@ -170,96 +157,88 @@ class NumpyMLP:
         BY: np.ndarray,
         alpha_W: list[np.ndarray],
         alpha_b: list[np.ndarray],
-        after_inner_step: object = None,
+        after_inner_step: Callable[[int], None] | None = None,
         alpha_grads: bool = True,
     ) -> tuple[float, list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """One first-order La-MAML glance at the current parameters θ (which it does not change).
 
         For each current example s in order: an inner SGD step on it with per-parameter rates
-        relu(α) (fast weights θ_s = θ_{s-1} − relu(α)·g_s), then the meta-loss of θ_s on the
+        relu(α) (adapted weights θ'_s = θ'_{s-1} − relu(α)·g_s), then the meta-loss of θ'_s on the
         batch (BX, BY). Returns the mean meta-loss and its gradients w.r.t. θ (W, b) and α (W, b).
 
-        First order: the inner gradients g_s are constants, so θ_s = θ − relu(α)·U_s with
-        U_s = Σ_{r≤s} g_r; hence ∂θ_s/∂θ = I and ∂θ_s/∂α = −U_s·relu'(α).
+        First order: the inner gradients g_s are constants, so θ'_s = θ − relu(α)·U_s with
+        U_s = Σ_{r≤s} g_r (the inner sum); hence ∂θ'_s/∂θ = I and ∂θ'_s/∂α = −U_s·relu'(α).
 
         ``alpha_grads=False`` (C-MAML: fixed rates) skips the α-gradients, returned as zeros.
         """
         Ws, bs, L = self.Ws, self.bs, self.n_layers
         n, m = xs.shape[0], BX.shape[0]
-        rW = [np.maximum(a, 0) for a in alpha_W]
-        rb = [np.maximum(a, 0) for a in alpha_b]
-        fW = [W.copy() for W in Ws]  # fW[0] stays unused: layer 0 lives in f0T
-        fb = [b.copy() for b in bs]
-        # Layer 0's fast weights are held transposed (inputs × units): an inner step changes only the
-        # rows of inputs that are non-zero (most pixels of an image are 0), and rows are contiguous.
-        f0T = np.ascontiguousarray(Ws[0].T)
-        r0T = np.ascontiguousarray(rW[0].T)
+        rate_W = [np.maximum(a, 0) for a in alpha_W]  # relu(α): the inner steps' learning rates
+        rate_b = [np.maximum(a, 0) for a in alpha_b]
+        adapted_W = [W.copy() for W in Ws]  # θ'; adapted_W[0] stays unused: layer 0 lives in adapted0T
+        adapted_b = [b.copy() for b in bs]
+        # Layer 0's adapted weights are held transposed (inputs × units): an inner step changes only
+        # the rows of inputs that are non-zero (most pixels of an image are 0), and rows are contiguous.
+        adapted0T = np.ascontiguousarray(Ws[0].T)
+        rate0T = np.ascontiguousarray(rate_W[0].T)
         # Layer 0 (the big one) never materialises U or a per-step gradient: its meta-batch input BX
         # is the same at every step, so Σ_s U_s ⊙ (D_sᵀ BX) = Σ_{r,b} (d_r ⊙ C_r[b])ᵀ (x_r ⊙ BX[b])
         # with C_r = Σ_{s≥r} D_s — one GEMM per glance (see _layer0_alpha_grad).
         d0 = np.empty((n, Ws[0].shape[0]), dtype=F32)  # inner-step deltas of layer 0
         D0 = np.empty((n, m, Ws[0].shape[0]), dtype=F32)  # meta-loss deltas of layer 0, per step
-        UW = [np.zeros_like(W) for W in Ws]
-        Ub = [np.zeros_like(b) for b in bs]
-        gW = [np.zeros_like(W) for W in Ws]
-        gb = [np.zeros_like(b) for b in bs]
-        aW = [np.zeros_like(W) for W in Ws]
-        ab = [np.zeros_like(b) for b in bs]
-        tmp0T = np.empty_like(f0T)
+        inner_sum_W = [np.zeros_like(W) for W in Ws]  # U_s, layers ≥ 1
+        inner_sum_b = [np.zeros_like(b) for b in bs]
+        grad_W = [np.zeros_like(W) for W in Ws]  # ∂(meta-loss)/∂θ
+        grad_b = [np.zeros_like(b) for b in bs]
+        alpha_grad_W = [np.zeros_like(W) for W in Ws]  # ∂(meta-loss)/∂α
+        alpha_grad_b = [np.zeros_like(b) for b in bs]
+        tmp0T = np.empty_like(adapted0T)
         onehot = np.zeros((m, Ws[-1].shape[0]), dtype=F32)
         rows = np.arange(m)
         onehot[rows, BY] = 1.0
         inv_m = F32(1.0 / m)
         total = 0.0
         for s in range(n):
-            # inner step on one current example, at the fast weights
-            hs = [xs[s]]
-            zs = []
-            for l in range(L):
-                z = hs[-1] @ f0T if l == 0 else fW[l] @ hs[-1]
-                z += fb[l]
-                zs.append(z)
-                if l < L - 1:
-                    hs.append(np.maximum(z, 0))
+            # inner step on one current example, at the adapted weights
+            x = xs[s]
+            z0 = x @ adapted0T
+            z0 += adapted_b[0]
+            zs, hs = forward(z0, adapted_W, adapted_b)
+            ins = [x, *hs]  # the input of each layer
             z = zs[-1]
             e = np.exp(z - z.max())
             d = e / e.sum()
             d[int(ys[s])] -= 1.0
             for l in range(L - 1, -1, -1):
                 if alpha_grads:
-                    Ub[l] += d
-                fb[l] -= rb[l] * d
+                    inner_sum_b[l] += d
+                adapted_b[l] -= rate_b[l] * d
                 if l == 0:
                     d0[s] = d
-                    x = hs[0]
                     nz = np.flatnonzero(x)
                     if len(nz) == len(x):
                         np.outer(x, d, out=tmp0T)
-                        tmp0T *= r0T
-                        f0T -= tmp0T
+                        tmp0T *= rate0T
+                        adapted0T -= tmp0T
                     elif len(nz):
                         # zero inputs change nothing; skipping them is exact, not an approximation
                         upd = np.outer(x[nz], d)
-                        upd *= r0T[nz]
-                        f0T[nz] -= upd
+                        upd *= rate0T[nz]
+                        adapted0T[nz] -= upd
                     break
-                g = np.outer(d, hs[l])
-                d = (fW[l].T @ d) * (zs[l - 1] > 0)
+                g = np.outer(d, ins[l])
+                d = (adapted_W[l].T @ d) * (zs[l - 1] > 0)
                 if alpha_grads:
-                    UW[l] += g
-                g *= rW[l]
-                fW[l] -= g
+                    inner_sum_W[l] += g
+                g *= rate_W[l]
+                adapted_W[l] -= g
             if after_inner_step is not None:
-                after_inner_step(s)  # type: ignore[operator]
-            # meta-loss of the fast weights on the whole batch (mean cross-entropy)
-            Hs = [BX]
-            Zs = []
-            for l in range(L):
-                Z = Hs[-1] @ (f0T if l == 0 else fW[l].T)
-                Z += fb[l]
-                Zs.append(Z)
-                if l < L - 1:
-                    Hs.append(np.maximum(Z, 0))
+                after_inner_step(s)
+            # meta-loss of the adapted weights on the whole batch (mean cross-entropy)
+            Z0 = BX @ adapted0T
+            Z0 += adapted_b[0]
+            Zs, Hs = forward(Z0, adapted_W, adapted_b)
+            Ins = [BX, *Hs]
             Z = Zs[-1]
             Zmax = Z.max(axis=1, keepdims=True)
             E = np.exp(Z - Zmax)
@@ -270,29 +249,49 @@ class NumpyMLP:
             D *= inv_m
             for l in range(L - 1, -1, -1):
                 Gb = D.sum(axis=0)
-                gb[l] += Gb
+                grad_b[l] += Gb
                 if alpha_grads:
-                    ab[l] += Gb * Ub[l]
+                    alpha_grad_b[l] += Gb * inner_sum_b[l]
                 if l == 0:
                     D0[s] = D
                     break
-                GW = D.T @ Hs[l]
-                D = (D @ fW[l]) * (Zs[l - 1] > 0)
-                gW[l] += GW
+                GW = D.T @ Ins[l]
+                D = (D @ adapted_W[l]) * (Zs[l - 1] > 0)
+                grad_W[l] += GW
                 if alpha_grads:
-                    GW *= UW[l]
-                    aW[l] += GW
-        gW[0] = D0.sum(axis=0).T @ BX
+                    GW *= inner_sum_W[l]
+                    alpha_grad_W[l] += GW
+        grad_W[0] = D0.sum(axis=0).T @ BX
         if alpha_grads:
-            aW[0] = _layer0_alpha_grad(d0, D0, xs, BX)
+            alpha_grad_W[0] = _layer0_alpha_grad(d0, D0, xs, BX)
         inv_n = F32(1.0 / n)
         for l in range(L):
-            gW[l] *= inv_n
-            gb[l] *= inv_n
-            # ∂/∂α = −U·∇θ_s L · relu'(α); relu'(0) = 0 as in torch.
-            aW[l] *= -inv_n * (alpha_W[l] > 0)
-            ab[l] *= -inv_n * (alpha_b[l] > 0)
-        return total / n, gW, gb, aW, ab
+            grad_W[l] *= inv_n
+            grad_b[l] *= inv_n
+            # ∂/∂α = −U·∇θ'_s L · relu'(α); relu'(0) = 0 as in torch.
+            alpha_grad_W[l] *= -inv_n * (alpha_W[l] > 0)
+            alpha_grad_b[l] *= -inv_n * (alpha_b[l] > 0)
+        return total / n, grad_W, grad_b, alpha_grad_W, alpha_grad_b
+
+
+def forward(
+    z0: np.ndarray, Ws: list[np.ndarray], bs: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The network from layer 0's pre-activation ``z0`` on: every layer's pre-activation, and relus.
+
+    Returns ``zs`` (``zs[-1]`` the logits) and ``hs[l] = relu(zs[l])``, the input of layer l + 1.
+    Layer 0 is the caller's because each caller gets it differently (MER folds its updates into a
+    precomputed GEMM, La-MAML holds it transposed); ``Ws[0]`` is not read. ``z0`` is one example
+    (a vector) or a batch (rows): the same BLAS call either way, so the lean paths stay bit-equal.
+    """
+    zs, hs = [z0], []
+    for l in range(1, len(Ws)):
+        h = np.maximum(zs[-1], 0)
+        hs.append(h)
+        z = Ws[l] @ h if h.ndim == 1 else h @ Ws[l].T
+        z += bs[l]
+        zs.append(z)
+    return zs, hs
 
 
 def _layer0_alpha_grad(d0: np.ndarray, D0: np.ndarray, xs: np.ndarray, BX: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """La-MAML — Look-ahead MAML (Gupta et al., NeurIPS 2020) and its fixed-rate sibling C-MAML.
 
 Per incoming batch, ``glances`` times (the batch reshuffled each time): sequential inner SGD steps
-on each current example with per-parameter learnable learning rates α (fast weights
-``θ − relu(α)·g``); after each inner step, the meta-loss of the fast weights on replay + current
-batch; the meta-losses are averaged. Then α takes an SGD step (``opt_lr``) and θ moves by
+on each current example with per-parameter learnable learning rates α (adapted weights
+``θ' = θ − relu(α)·g``); after each inner step, the meta-loss of the adapted weights on replay +
+current batch; the meta-losses are averaged. Then α takes an SGD step (``opt_lr``) and θ moves by
 ``θ − relu(α)·∇θ`` (asynchronous, the default) or by SGD with ``opt_wt`` (``sync_update``).
 Meta-gradients are clipped to ``grad_clip_norm`` (θ and α separately), as in the authors' code.
 First-order by default; ``second_order`` differentiates through the inner steps.
@@ -15,6 +15,7 @@ it stood at the last task switch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -22,13 +23,60 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from streamlearn.bounds import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from streamlearn.learners import functional as F_
 from streamlearn.learners.base import Learner, UpdateStats
-from streamlearn.learners.kernels import NumpyMLP
 from streamlearn.replay import ReservoirBuffer
+
+#: One glance's mean meta-loss and its gradients w.r.t. θ and α (model.parameters() order).
+Glance = tuple[float, list[torch.Tensor], list[torch.Tensor]]
 
 
 class LaMAML(Learner):
+    """La-MAML: look-ahead meta-learning with learned per-parameter learning rates α.
+
+    Parameters
+    ----------
+    model, n_classes, device, seed, alignment_every
+        As for ``SGD``.
+    memories
+        Capacity of the reservoir buffer (examples).
+    replay_batch_size
+        Examples drawn from the reservoir into each glance's meta batch.
+    glances
+        Meta-updates on each incoming micro-batch, reshuffled each time.
+    alpha_init
+        Initial inner learning rate of every parameter entry (0 would learn nothing: relu(0) = 0
+        and its gradient too).
+    opt_lr
+        Step size of the SGD step on α (0 keeps the rates fixed).
+    opt_wt
+        Step size of the SGD step on θ with ``sync_update``.
+    learn_lr
+        Learn α; False keeps the initial rates.
+    sync_update
+        Move θ by SGD with ``opt_wt`` instead of by the just-updated rates relu(α).
+    second_order
+        Differentiate through the inner steps (autograd; no numpy kernel).
+    grad_clip_norm
+        Clip the meta-gradients of θ and of α, each to this total L2 norm; None does not clip.
+    use_old_task_memory
+        With task ids in the stream, draw the meta batch from the buffer as it stood at the last
+        task switch.
+    fast_path
+        As for ``MER``; the kernel runs first-order updates only.
+
+    >>> import torch
+    >>> from streamlearn.learners.nets import mlp
+    >>> learner = LaMAML(mlp(4, 3, hidden=(8,)), n_classes=3, memories=8, glances=2)
+    >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    >>> stats = learner.learn(x, y)
+    >>> learner.fast_path, len(learner.buffer), learner.predict_proba(x).shape
+    (True, 6, torch.Size([6, 3]))
+    >>> stats.lr_stats["min"] <= stats.lr_stats["mean"] <= stats.lr_stats["max"]
+    True
+    """
+
     name: ClassVar[str] = "lamaml"
     default_batch_size: ClassVar[int] = 10
 
@@ -36,22 +84,22 @@ class LaMAML(Learner):
         self,
         model: nn.Module,
         *,
-        n_classes: int,
-        memories: int = 200,
-        replay_batch_size: int = 10,
-        glances: int = 5,
-        alpha_init: float = 0.15,
-        opt_lr: float = 0.3,
-        opt_wt: float = 0.1,
+        n_classes: PositiveInt,
+        memories: PositiveInt = 200,
+        replay_batch_size: PositiveInt = 10,
+        glances: PositiveInt = 5,
+        alpha_init: PositiveFloat = 0.15,
+        opt_lr: NonNegativeFloat = 0.3,
+        opt_wt: PositiveFloat = 0.1,
         learn_lr: bool = True,
         sync_update: bool = False,
         second_order: bool = False,
-        grad_clip_norm: float | None = 2.0,
+        grad_clip_norm: PositiveFloat | None = 2.0,
         use_old_task_memory: bool = False,
         fast_path: bool | None = None,
         device: str = "cpu",
-        seed: int = 0,
-        alignment_every: int = 0,
+        seed: NonNegativeInt = 0,
+        alignment_every: NonNegativeInt = 0,
     ) -> None:
         super().__init__(
             model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every
@@ -75,28 +123,11 @@ class LaMAML(Learner):
             k: torch.full_like(p, self.alpha_init).detach().requires_grad_(True)
             for k, p in F_.params_of(self.model).items()
         }
-        kernel = None
-        if fast_path is not False and not self.second_order:
-            kernel = NumpyMLP.from_module(self.model)
-        if fast_path and kernel is None:
-            raise ValueError("fast_path=True needs first-order updates and a CPU float32 Linear/ReLU MLP")
-        self._kernel = kernel
-        self.fast_path = kernel is not None
-
-    def hparams(self) -> dict[str, Any]:
-        return {
-            "memories": self.memories,
-            "replay_batch_size": self.replay_batch_size,
-            "glances": self.glances,
-            "alpha_init": self.alpha_init,
-            "opt_lr": self.opt_lr,
-            "opt_wt": self.opt_wt,
-            "learn_lr": self.learn_lr,
-            "sync_update": self.sync_update,
-            "second_order": self.second_order,
-            "grad_clip_norm": self.grad_clip_norm,
-            "use_old_task_memory": self.use_old_task_memory,
-        }
+        self._choose_path(
+            fast_path,
+            needs="first-order updates and a CPU float32 Linear/ReLU MLP",
+            possible=not self.second_order,
+        )
 
     # -- the update ---------------------------------------------------------------------------
     def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
@@ -116,29 +147,36 @@ class LaMAML(Learner):
             idx = torch.as_tensor(memory.sample_indices(self.replay_batch_size), device=self.device)
             bx = torch.cat([memory.x[idx], x])
             by = torch.cat([memory.y[idx], y])
-            if self._kernel is not None:
-                meta_loss, g_theta, g_alpha = self._glance_fast(x, y, bx, by, task, glance == 0)
-            else:
-                meta_loss, g_theta, g_alpha = self._glance_reference(x, y, bx, by, task, glance == 0)
+            # The reservoir takes each current example right after its inner step, first glance only.
+            after_inner_step = self._remember(x, y, task) if glance == 0 else None
+            meta_loss, g_theta, g_alpha = self._glance(x, y, bx, by, after_inner_step)
             self._apply(g_theta, g_alpha)
             total += meta_loss
         return UpdateStats(n=int(x.shape[0]), loss=total / self.glances, lr_stats=self.lr_stats())
 
-    def meta_gradients(
-        self, x: torch.Tensor, y: torch.Tensor, bx: torch.Tensor, by: torch.Tensor
-    ) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
-        """One glance's mean meta-loss and its gradients w.r.t. θ and α, changing nothing.
+    def _remember(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Callable[[int], None]:
+        def add(s: int) -> None:
+            assert self.buffer is not None
+            self.buffer.add(x[s : s + 1].detach(), y[s : s + 1], task)
 
-        ``x, y`` are the current examples (inner steps, in order), ``bx, by`` the meta batch.
+        return add
+
+    def _glance(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        bx: torch.Tensor,
+        by: torch.Tensor,
+        after_inner_step: Callable[[int], None] | None = None,
+    ) -> Glance:
+        """One glance at the current θ and α, changing neither: the mean meta-loss and its gradients.
+
+        ``x, y`` are the current examples (inner steps, in order), ``bx, by`` the meta batch;
+        ``after_inner_step(s)`` runs after the inner step on example s.
         """
         if self._kernel is not None:
-            return self._glance_fast(x, y, bx, by, None, push=False, alpha_grads=True)
-        return self._glance_reference(x, y, bx, by, None, push=False)
-
-    def _push(self, x: torch.Tensor, y: torch.Tensor, task: int | None, push: bool) -> None:
-        if push:
-            assert self.buffer is not None
-            self.buffer.add(x, y, task)
+            return self._glance_lean(x, y, bx, by, after_inner_step)
+        return self._glance_reference(x, y, bx, by, after_inner_step)
 
     def _glance_reference(
         self,
@@ -146,53 +184,52 @@ class LaMAML(Learner):
         y: torch.Tensor,
         bx: torch.Tensor,
         by: torch.Tensor,
-        task: int | None,
-        push: bool,
-    ) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
+        after_inner_step: Callable[[int], None] | None,
+    ) -> Glance:
         """Plain transcription with autograd through functional_call; works for any module/device."""
         theta = F_.params_of(self.model)
         names = list(theta)
-        fast: dict[str, torch.Tensor] = dict(theta)
+        adapted: dict[str, torch.Tensor] = dict(theta)  # θ', after the inner steps so far
         losses = []
         for s in range(x.shape[0]):
-            inner = F.cross_entropy(functional_call(self.model, fast, (x[s : s + 1],)), y[s : s + 1])
-            # Only the fast weights are inputs, so first-order grads stop there and keep the graph
-            # from θ, α to the fast weights alive for the meta-loss.
+            inner = F.cross_entropy(functional_call(self.model, adapted, (x[s : s + 1],)), y[s : s + 1])
+            # Only the adapted weights are inputs, so first-order grads stop there and keep the graph
+            # from θ, α to the adapted weights alive for the meta-loss.
             g = torch.autograd.grad(
                 inner,
-                [fast[k] for k in names],
+                [adapted[k] for k in names],
                 create_graph=self.second_order,
                 retain_graph=self.second_order,
             )
-            fast = {k: fast[k] - gk * torch.relu(self.alpha[k]) for k, gk in zip(names, g, strict=True)}
-            self._push(x[s : s + 1].detach(), y[s : s + 1], task, push)
-            losses.append(F.cross_entropy(functional_call(self.model, fast, (bx,)), by))
+            adapted = {k: adapted[k] - gk * torch.relu(self.alpha[k]) for k, gk in zip(names, g, strict=True)}
+            if after_inner_step is not None:
+                after_inner_step(s)
+            losses.append(F.cross_entropy(functional_call(self.model, adapted, (bx,)), by))
         meta = torch.stack(losses).mean()
         out = torch.autograd.grad(meta, [theta[k] for k in names] + [self.alpha[k] for k in names])
         n = len(names)
         return float(meta.detach()), [t.detach() for t in out[:n]], [t.detach() for t in out[n:]]
 
-    def _glance_fast(
+    def _glance_lean(
         self,
         x: torch.Tensor,
         y: torch.Tensor,
         bx: torch.Tensor,
         by: torch.Tensor,
-        task: int | None,
-        push: bool,
-        alpha_grads: bool | None = None,
-    ) -> tuple[float, list[torch.Tensor], list[torch.Tensor]]:
+        after_inner_step: Callable[[int], None] | None,
+    ) -> Glance:
         assert self._kernel is not None
         alphas = [a.detach().numpy() for a in self.alpha.values()]
-        xs, ys = x.numpy(), y.numpy()
-
-        def after_inner_step(s: int) -> None:
-            self._push(x[s : s + 1], y[s : s + 1], task, push)
-
         # fixed rates (C-MAML) never use the α-gradients: don't compute them
-        want_alpha = self.learn_lr if alpha_grads is None else alpha_grads
         meta, gW, gb, aW, ab = self._kernel.lamaml_glance(
-            xs, ys, bx.numpy(), by.numpy(), alphas[0::2], alphas[1::2], after_inner_step, want_alpha
+            x.numpy(),
+            y.numpy(),
+            bx.numpy(),
+            by.numpy(),
+            alphas[0::2],
+            alphas[1::2],
+            after_inner_step,
+            self.learn_lr,
         )
         g_theta = [torch.from_numpy(a) for pair in zip(gW, gb, strict=True) for a in pair]
         g_alpha = [torch.from_numpy(a) for pair in zip(aW, ab, strict=True) for a in pair]
@@ -243,7 +280,28 @@ class LaMAML(Learner):
 
 
 class CMAML(LaMAML):
-    """C-MAML: La-MAML's look-ahead meta-update with fixed inner learning rates and SGD on θ."""
+    """C-MAML: La-MAML's look-ahead meta-update with fixed inner learning rates and SGD on θ.
+
+    Parameters
+    ----------
+    alpha_init
+        The fixed inner learning rate of every parameter entry (0 would make the look-ahead a
+        plain replay step).
+    opt_wt
+        Step size of the SGD step on θ.
+    others
+        As for ``LaMAML``; ``opt_lr``, ``learn_lr`` and ``sync_update`` are fixed (0, False, True).
+
+    >>> import torch
+    >>> from streamlearn.learners.nets import mlp
+    >>> learner = CMAML(mlp(4, 3, hidden=(8,)), n_classes=3, memories=8, glances=2)
+    >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    >>> stats = learner.learn(x, y)
+    >>> {k: round(v, 6) for k, v in stats.lr_stats.items()}  # the rates stay where they start
+    {'mean': 0.1, 'min': 0.1, 'max': 0.1}
+    >>> sorted(learner.hparams())[:3]
+    ['alpha_init', 'glances', 'grad_clip_norm']
+    """
 
     name: ClassVar[str] = "cmaml"
 
@@ -251,19 +309,19 @@ class CMAML(LaMAML):
         self,
         model: nn.Module,
         *,
-        n_classes: int,
-        memories: int = 200,
-        replay_batch_size: int = 10,
-        glances: int = 5,
-        alpha_init: float = 0.1,
-        opt_wt: float = 0.1,
+        n_classes: PositiveInt,
+        memories: PositiveInt = 200,
+        replay_batch_size: PositiveInt = 10,
+        glances: PositiveInt = 5,
+        alpha_init: PositiveFloat = 0.1,
+        opt_wt: PositiveFloat = 0.1,
         second_order: bool = False,
-        grad_clip_norm: float | None = 2.0,
+        grad_clip_norm: PositiveFloat | None = 2.0,
         use_old_task_memory: bool = False,
         fast_path: bool | None = None,
         device: str = "cpu",
-        seed: int = 0,
-        alignment_every: int = 0,
+        seed: NonNegativeInt = 0,
+        alignment_every: NonNegativeInt = 0,
     ) -> None:
         super().__init__(
             model,
@@ -284,9 +342,3 @@ class CMAML(LaMAML):
             seed=seed,
             alignment_every=alignment_every,
         )
-
-    def hparams(self) -> dict[str, Any]:
-        h = super().hparams()
-        for k in ("opt_lr", "learn_lr", "sync_update"):
-            h.pop(k)
-        return h

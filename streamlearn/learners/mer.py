@@ -9,19 +9,55 @@ interpolation approximate a gradient that also maximises the alignment between e
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from streamlearn.bounds import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from streamlearn.learners import functional as F_
 from streamlearn.learners.base import Learner, UpdateStats
-from streamlearn.learners.kernels import NumpyMLP
 from streamlearn.replay import ReservoirBuffer
 
 
 class MER(Learner):
+    """Meta-Experience Replay: sequential SGD over replay batches, then Reptile interpolation.
+
+    Parameters
+    ----------
+    model, n_classes, device, seed, alignment_every
+        As for ``SGD``.
+    lr
+        Step size of the sequential SGD steps.
+    beta
+        Within-batch Reptile step: the fraction of the way from the weights before a batch to
+        the weights after it that is kept, in (0, 1] (0 would learn nothing).
+    gamma
+        Across-batch Reptile step, the same fraction over an example's ``batches_per_example``
+        batches; 1 keeps the whole move.
+    memories
+        Capacity of the reservoir buffer (examples).
+    replay_batch_size
+        Examples drawn from the reservoir for each batch (the incoming example comes first).
+    batches_per_example
+        Batches learned for each incoming example.
+    grad_clip_norm
+        Clip each step's gradient to this total L2 norm; None does not clip.
+    fast_path
+        None: the numpy kernel where the model is a CPU float32 Linear/ReLU MLP; False: always
+        the reference path; True: the kernel or a ValueError. Same maths either way.
+
+    >>> import torch
+    >>> from streamlearn.learners.nets import mlp
+    >>> learner = MER(mlp(4, 3, hidden=(8,)), n_classes=3, memories=4, batches_per_example=2)
+    >>> x, y = torch.rand(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    >>> for i in range(6):
+    ...     _ = learner.learn(x[i : i + 1], y[i : i + 1])
+    >>> learner.fast_path, len(learner.buffer), learner.predict_proba(x).shape
+    (True, 4, torch.Size([6, 3]))
+    """
+
     name: ClassVar[str] = "mer"
     default_batch_size: ClassVar[int] = 1
 
@@ -29,18 +65,18 @@ class MER(Learner):
         self,
         model: nn.Module,
         *,
-        n_classes: int,
-        lr: float = 0.1,
-        beta: float = 0.01,
-        gamma: float = 1.0,
-        memories: int = 200,
-        replay_batch_size: int = 10,
-        batches_per_example: int = 5,
-        grad_clip_norm: float | None = None,
+        n_classes: PositiveInt,
+        lr: PositiveFloat = 0.1,
+        beta: Annotated[float, Range(0, 1, low_open=True)] = 0.01,
+        gamma: Annotated[float, Range(0, 1, low_open=True)] = 1.0,
+        memories: PositiveInt = 200,
+        replay_batch_size: PositiveInt = 10,
+        batches_per_example: PositiveInt = 5,
+        grad_clip_norm: PositiveFloat | None = None,
         fast_path: bool | None = None,
         device: str = "cpu",
-        seed: int = 0,
-        alignment_every: int = 0,
+        seed: NonNegativeInt = 0,
+        alignment_every: NonNegativeInt = 0,
     ) -> None:
         super().__init__(
             model, n_classes=n_classes, device=device, seed=seed, alignment_every=alignment_every
@@ -51,25 +87,12 @@ class MER(Learner):
         self.batches_per_example = int(batches_per_example)
         self.grad_clip_norm = None if grad_clip_norm is None else float(grad_clip_norm)
         self.buffer = ReservoirBuffer(self.memories, self.n_inputs, device=self.device, seed=seed)
-        self._kernel = NumpyMLP.from_module(self.model) if fast_path is not False else None
-        if fast_path and self._kernel is None:
-            raise ValueError("fast_path=True needs a CPU float32 nn.Sequential of Linear/ReLU layers")
-        self.fast_path = self._kernel is not None
-
-    def hparams(self) -> dict[str, Any]:
-        return {
-            "lr": self.lr,
-            "beta": self.beta,
-            "gamma": self.gamma,
-            "memories": self.memories,
-            "replay_batch_size": self.replay_batch_size,
-            "batches_per_example": self.batches_per_example,
-            "grad_clip_norm": self.grad_clip_norm,
-        }
+        self._choose_path(fast_path, needs="a CPU float32 nn.Sequential of Linear/ReLU layers")
 
     def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
         assert self.buffer is not None
         total, steps = 0.0, 0
+        batch = self._batch_lean if self._kernel is not None else self._batch_reference
         for i in range(x.shape[0]):
             params = F_.params_of(self.model)
             before = None
@@ -77,10 +100,7 @@ class MER(Learner):
                 before = {k: p.detach().clone() for k, p in params.items()}
             for _ in range(self.batches_per_example):
                 idx = self.buffer.sample_indices(self.replay_batch_size)
-                if self._kernel is not None:
-                    total += self._batch_fast(x[i], y[i], idx)
-                else:
-                    total += self._batch_reference(x[i], y[i], idx)
+                total += batch(x[i], y[i], idx)
                 steps += 1 + len(idx)
             if before is not None:
                 with torch.no_grad():
@@ -89,7 +109,7 @@ class MER(Learner):
             self.buffer.add(x[i : i + 1], y[i : i + 1], task)
         return UpdateStats(n=int(x.shape[0]), loss=total / max(steps, 1))
 
-    def _batch_fast(self, xi: torch.Tensor, yi: torch.Tensor, idx: np.ndarray) -> float:
+    def _batch_lean(self, xi: torch.Tensor, yi: torch.Tensor, idx: np.ndarray) -> float:
         assert self.buffer is not None and self._kernel is not None
         bx = self.buffer.x.numpy()
         by = self.buffer.y.numpy()

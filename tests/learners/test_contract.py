@@ -1,10 +1,13 @@
 """The contract every learner must honour (the daemon relies on each point)."""
 
+import inspect
 import io
+import typing
 
 import pytest
 import torch
 
+from streamlearn.bounds import Range
 from streamlearn.errors import ConfigError
 from streamlearn.learners import LEARNERS, Learner, make_learner, mlp, small_cnn
 
@@ -152,3 +155,100 @@ def test_bad_hyper_parameters_are_named() -> None:
         make_learner("mer", mlp(6, 3), n_classes=3, lr="fast")
     with pytest.raises(ConfigError, match="unknown learner"):
         make_learner("gem", mlp(6, 3), n_classes=3)
+
+
+# What checkpoints and `bench` recorded before hparams() was read from the signature: same keys,
+# same values (fast_path, device, seed, alignment_every are not hyper-parameters).
+DEFAULT_HPARAMS = {
+    "sgd": {"lr": 0.01, "grad_clip_norm": None},
+    "er": {"lr": 0.1, "grad_clip_norm": None, "memories": 200, "replay_batch_size": 10, "glances": 5},
+    "mer": {
+        "lr": 0.1,
+        "beta": 0.01,
+        "gamma": 1.0,
+        "memories": 200,
+        "replay_batch_size": 10,
+        "batches_per_example": 5,
+        "grad_clip_norm": None,
+    },
+    "lamaml": {
+        "memories": 200,
+        "replay_batch_size": 10,
+        "glances": 5,
+        "alpha_init": 0.15,
+        "opt_lr": 0.3,
+        "opt_wt": 0.1,
+        "learn_lr": True,
+        "sync_update": False,
+        "second_order": False,
+        "grad_clip_norm": 2.0,
+        "use_old_task_memory": False,
+    },
+    "cmaml": {
+        "memories": 200,
+        "replay_batch_size": 10,
+        "glances": 5,
+        "alpha_init": 0.1,
+        "opt_wt": 0.1,
+        "second_order": False,
+        "grad_clip_norm": 2.0,
+        "use_old_task_memory": False,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_hparams_are_the_signature_and_what_checkpoints_recorded(name) -> None:
+    assert make_learner(name, mlp(6, 3), n_classes=3).hparams() == DEFAULT_HPARAMS[name]
+    learner = make_learner(name, mlp(6, 3), n_classes=3, memories=7) if name != "sgd" else None
+    if learner is not None:
+        assert learner.hparams()["memories"] == 7
+
+
+def _ranges(tp) -> list[Range]:
+    """The Range annotations of a type, looking inside ``X | None``."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return [m for m in tp.__metadata__ if isinstance(m, Range)]
+    return [r for arg in typing.get_args(tp) for r in _ranges(arg)]
+
+
+def _is_bool(tp) -> bool:
+    return tp is bool or set(typing.get_args(tp)) == {bool, type(None)}
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_every_numeric_argument_declares_its_range_and_the_default_is_in_it(name) -> None:
+    cls = LEARNERS[name]
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    checked = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.kind is not p.KEYWORD_ONLY or p.name == "device" or _is_bool(hints[p.name]):
+            continue
+        ranges = _ranges(hints[p.name])
+        assert len(ranges) == 1, f"{name}.{p.name}: {hints[p.name]} declares no range"
+        if p.default is not inspect.Parameter.empty and p.default is not None:
+            assert ranges[0].contains(p.default), f"{name}.{p.name}: default {p.default} out of range"
+        checked.append(p.name)
+    assert "grad_clip_norm" in checked and "seed" in checked
+
+
+@pytest.mark.parametrize(
+    "name,key,value",
+    [
+        ("sgd", "lr", 0.0),
+        ("er", "glances", 0),  # ZeroDivisionError in learn() before ranges were declared
+        ("er", "replay_batch_size", 0),
+        ("mer", "lr", -0.1),
+        ("mer", "beta", 0.0),
+        ("mer", "gamma", -1.0),
+        ("mer", "batches_per_example", -1),
+        ("mer", "grad_clip_norm", -1.0),
+        ("lamaml", "glances", -3),
+        ("lamaml", "alpha_init", 0.0),
+        ("cmaml", "opt_wt", 0.0),
+    ],
+)
+def test_settings_that_learn_nothing_are_out_of_range(name, key, value) -> None:
+    tp = typing.get_type_hints(LEARNERS[name].__init__, include_extras=True)[key]
+    ranges = _ranges(tp)
+    assert ranges and not any(r.contains(value) for r in ranges)
