@@ -131,7 +131,7 @@ def test_gradient_alignment_reported_every_n_updates(blobs, name) -> None:
 
 
 def test_alignment_of_an_example_with_itself_is_one() -> None:
-    learner = make_learner("er", mlp(6, 3, (8,)), n_classes=3, memories=1, alignment_every=1, lr=0.0)
+    learner = make_learner("er", mlp(6, 3, (8,)), n_classes=3, memories=1, alignment_every=1, lr=1e-9)
     x, y = torch.rand(1, 6), torch.tensor([1])
     learner.learn(x, y)
     st = learner.learn(x, y)
