@@ -16,12 +16,9 @@ crash + restart equals that of an uninterrupted run.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,85 +27,27 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from streamlearn import __version__
 from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config
-from streamlearn.errors import CheckpointError, ConfigError
-from streamlearn.evaluation.prequential import PrequentialMetrics
+from streamlearn.delivery import Checkpointer, Pending, reset_out_of_range, resume
 from streamlearn.ingest.broker import EmbeddedBroker, create_topic
 from streamlearn.ingest.deadletter import DeadLetterSink
-from streamlearn.ingest.decode import Decoder, Example, Rejection
+from streamlearn.ingest.decode import Decoder, Rejection
 from streamlearn.ingest.health import BrokerHealth
 from streamlearn.ingest.kafka_options import client_options
-from streamlearn.ingest.labels import LabelMap, TaskMap
 from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key, unreachable
-from streamlearn.learners import Learner, UpdateStats, build_model, make_learner
-from streamlearn.metrics import LearnerMetrics, render
-from streamlearn.runtime import pin_threads
+from streamlearn.learners import Learner, UpdateStats
+from streamlearn.metrics import LearnerMetrics, counter_value, render
+from streamlearn.model_state import ModelState
+from streamlearn.runtime import Every, pin_threads
 from streamlearn.serving.publisher import Publisher, ServingError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-#: how often the loop refreshes gauges and hands the metrics text to the server (seconds)
+#: how often the loop refreshes gauges, supervises the server and hands it model and metrics (seconds)
 METRICS_EVERY_S = 1.0
 #: how often offsets a checkpoint could not commit are retried between checkpoints (seconds)
 COMMIT_RETRY_S = 2.0
-
-
-@dataclass
-class Pending:
-    examples: list[Example] = field(default_factory=list)
-    first_offset: dict[TopicPartition, int] = field(default_factory=dict)
-
-    def add(self, ex: Example, tp: TopicPartition, offset: int) -> None:
-        self.examples.append(ex)
-        self.first_offset.setdefault(tp, offset)
-
-    def clear(self) -> None:
-        self.examples.clear()
-        self.first_offset.clear()
-
-
-def build_learner(cfg: Config) -> Learner:
-    model = build_model(
-        cfg.model.kind,
-        cfg.model.n_inputs,
-        cfg.model.n_classes,
-        tuple(cfg.model.hidden),
-        seed=cfg.learner.seed,
-    )
-    try:
-        return make_learner(
-            cfg.learner.name,
-            model,
-            n_classes=cfg.model.n_classes,
-            device=cfg.learner.device,
-            seed=cfg.learner.seed,
-            alignment_every=cfg.learner.alignment_every,
-            **cfg.learner.hparams,
-        )
-    except ConfigError as exc:
-        raise ConfigError(str(exc), source=cfg.source) from None
-
-
-def process_rng_state() -> dict[str, Any]:
-    py = random.getstate()
-    np_state: Any = np.random.get_state()
-    kind, keys, pos, has_gauss, cached = np_state
-    return {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-
-
-def restore_process_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
 
 
 class Daemon:
@@ -118,21 +57,19 @@ class Daemon:
         self.cfg = cfg
         self.on_progress = on_progress
         self._stop = threading.Event()
-        self.learner = build_learner(cfg)
+        self.registry = CollectorRegistry()
+        #: the Prometheus metrics; the one place where events are counted
+        self.prom = LearnerMetrics(self.registry)
+        self.model = ModelState(cfg, self.prom)
+        # Read when the metrics are rendered, so it is exact whenever scraped, at no cost per update.
+        self.prom.model_learned.set_function(lambda: self.learned)
         self.batch_size = cfg.learner.batch_size or self.learner.default_batch_size
-        self.labels = LabelMap(cfg.model.n_classes)
-        self.tasks = TaskMap()
         self.decoder = Decoder(
-            cfg.model.n_inputs, self.labels, self.tasks, max_bytes=cfg.kafka.max_message_bytes
+            cfg.model.n_inputs, self.model.labels, self.model.tasks, max_bytes=cfg.kafka.max_message_bytes
         )
-        self.metrics = PrequentialMetrics(
-            cfg.model.n_classes, window=cfg.evaluation.window, drift_delta=cfg.evaluation.drift_delta
+        self.checkpointer = Checkpointer(
+            CheckpointStore(cfg.checkpoint.dir, keep=cfg.checkpoint.keep), self.model, self.prom
         )
-        self.store = CheckpointStore(cfg.checkpoint.dir, keep=cfg.checkpoint.keep)
-        self.rejected: Counter[str] = Counter()
-        self.consumed = 0
-        self.checkpoints_written = 0
-        self.checkpoint_failures = 0
         self.next_offset: dict[TopicPartition, int] = {}
         self.pending = Pending()
         self.broker: EmbeddedBroker | None = None
@@ -140,17 +77,13 @@ class Daemon:
         self.ready = threading.Event()
         self._restored_offsets: dict[str, int] = {}
         self._first_learn: tuple[float, int] | None = None  # (time, learned) at the first batch of this run
-        self.registry = CollectorRegistry()
-        self.m = LearnerMetrics(self.registry)
+        self._rate_mark = (time.monotonic(), 0)  # (time, learned) at the last progress report
         self.publisher: Publisher | None = None
         self.serve_port: int | None = None
         self._started = time.time()
-        self._last_checkpoint_time: float | None = None
         self._source: KafkaSource | None = None
         self.health: BrokerHealth | None = None
         self._outages_seen = 0
-        #: offsets of a checkpoint written while the broker was down, committed once it is back
-        self._commit_owed: dict[TopicPartition, int] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -158,12 +91,22 @@ class Daemon:
         self._stop.set()
 
     @property
+    def learner(self) -> Learner:
+        return self.model.learner
+
+    @property
     def learned(self) -> int:
+        """Examples the model has learned in its whole life (restored from the checkpoint)."""
         return self.learner.examples
+
+    @property
+    def consumed(self) -> int:
+        """Messages read from the examples topic in the model's whole life."""
+        return self.model.counts.consumed
 
     def run(self) -> dict[str, Any]:
         pin_threads(self.cfg.runtime.threads)
-        self._restore()
+        self._restored_offsets = self.checkpointer.restore(self.cfg.fingerprint())
         try:
             if self.cfg.serve.enabled:
                 self._start_serving()
@@ -177,7 +120,8 @@ class Daemon:
         self.publisher = Publisher(self.cfg, self.learner.model, self.learner.name)
         self.serve_port = self.publisher.start()
         self.publisher.publish_model(self.learner.updates)
-        self._publish_metrics()
+        self._refresh_gauges()
+        self._publish_metrics_text()
         s = self.cfg.serve
         log.info(
             "serving on http://%s:%d (POST /predict, /v2/models/%s/infer, GET /metrics)",
@@ -203,11 +147,7 @@ class Daemon:
             # The slowest update bounds how long we may go between polls.
             source = KafkaSource(self.cfg.kafka, self.bootstrap)
             sink = DeadLetterSink(self.cfg.kafka, self.bootstrap)
-            parts = source.assign()
-            origin = source.seek(self._restored_offsets)
-            for tp in parts:
-                self.next_offset[tp] = source.consumer.position(tp)
-                log.info("consuming %s from %s", offset_key(tp), origin[offset_key(tp)])
+            self.next_offset = resume(source, self._restored_offsets)
             try:
                 source.check_beginning(
                     {
@@ -243,78 +183,78 @@ class Daemon:
     # -- the loop -----------------------------------------------------------------------------
     def _loop(self, source: KafkaSource, sink: DeadLetterSink) -> None:
         cfg = self.cfg
-        last_ckpt_examples, last_ckpt_time = self.learned, time.monotonic()
-        last_log = last_metrics = last_commit_try = time.monotonic()
-        rate_mark = (time.monotonic(), self.learned)
-        max_examples = cfg.runtime.max_examples
-        if max_examples is not None and self.learned >= max_examples:
+        if self._max_examples_reached():
             log.info(
-                "already learned %d >= runtime.max_examples=%d: nothing to do", self.learned, max_examples
+                "already learned %d >= runtime.max_examples=%s: nothing to do",
+                self.learned,
+                cfg.runtime.max_examples,
             )
             return
+        now = time.monotonic()
+        checkpoint_due = Every(
+            cfg.checkpoint.every_seconds,
+            every_count=cfg.checkpoint.every_examples,
+            start=now,
+            count=self.learned,
+        )
+        commit_retry_due = Every(COMMIT_RETRY_S, start=now)
+        serving_due = Every(METRICS_EVERY_S, start=now)
+        progress_due = Every(cfg.runtime.log_every_seconds, start=now)
+        self._rate_mark = (now, self.learned)
         while not self._stop.is_set():
-            try:
-                for tp, rec in source.poll(cfg.kafka.poll_timeout_ms):
-                    self._handle(tp, rec, sink)
-                    if len(self.pending.examples) >= self.batch_size:
-                        self._learn_pending()
-                        if max_examples is not None and self.learned >= max_examples:
-                            self._stop.set()
-                        if self._stop.is_set():
-                            break
-                else:  # every fetched record handled: our positions are the consumer's
-                    source.check_range(self.next_offset)
-            except OffsetOutOfRange as exc:
-                self._out_of_range(source, exc)
+            # -- consume what the broker has: decode, dead-letter, learn each full micro-batch
+            self._consume(source, sink)
             now = time.monotonic()
-            requested = self.publisher.checkpoint_requested() if self.publisher is not None else 0
-            if requested and self.publisher is not None:  # POST /v2/admin/checkpoint
-                ok = self._checkpoint(source, sink, reason="requested")
-                self.publisher.answer_checkpoint(requested, ok)
-                last_ckpt_examples, last_ckpt_time = self.learned, now
-            elif (
-                self.learned - last_ckpt_examples >= cfg.checkpoint.every_examples
-                or now - last_ckpt_time >= cfg.checkpoint.every_seconds
-            ) and not self._stop.is_set():
+
+            # -- checkpoint: at once when an admin asks, else every N examples or T seconds
+            if self._answer_checkpoint_request(source, sink):
+                checkpoint_due.restart(now, self.learned)
+            elif not self._stop.is_set() and checkpoint_due.due(now, self.learned):
                 self._checkpoint(source, sink, reason="periodic")
-                last_ckpt_examples, last_ckpt_time = self.learned, now
-            if self._commit_owed is not None and self.broker_up and now - last_commit_try >= COMMIT_RETRY_S:
-                last_commit_try = now
-                if source.commit(self._commit_owed):
-                    log.info("committed the offsets of the last checkpoint (the broker is back)")
-                    self._commit_owed = None
-            if now - last_metrics >= METRICS_EVERY_S:
-                last_metrics = now
-                self._publish_metrics()
-            if now - last_log >= cfg.runtime.log_every_seconds:
-                rate = (self.learned - rate_mark[1]) / max(now - rate_mark[0], 1e-9)
-                rate_mark, last_log = (now, self.learned), now
-                self._report(source, rate)
+
+            # -- commit the offsets a checkpoint written while the broker was down still owes
+            if self.checkpointer.commit_owed is not None and self.broker_up and commit_retry_due.due(now):
+                self.checkpointer.retry_owed_commit(source)
+
+            # -- about once a second: metrics, the server process, the model it serves
+            if serving_due.due(now):
+                self._refresh_gauges()
+                if self._supervise_server():
+                    self._republish_model()
+                    self._publish_metrics_text()
+
+            # -- log progress (and tell the demo's status line)
+            if progress_due.due(now):
+                self._report(source, now)
+
+    def _max_examples_reached(self) -> bool:
+        limit = self.cfg.runtime.max_examples
+        return limit is not None and self.learned >= limit
+
+    def _consume(self, source: KafkaSource, sink: DeadLetterSink) -> None:
+        """One poll: handle every record, learning each micro-batch as soon as it is full."""
+        try:
+            for tp, rec in source.poll(self.cfg.kafka.poll_timeout_ms):
+                self._handle(tp, rec, sink)
+                if len(self.pending.examples) >= self.batch_size:
+                    self._learn_pending()
+                    if self._max_examples_reached():
+                        self._stop.set()
+                    if self._stop.is_set():
+                        break
+            else:  # every fetched record handled: our positions are the consumer's
+                source.check_range(self.next_offset)
+        except OffsetOutOfRange as exc:
+            self._out_of_range(source, exc)
 
     def _out_of_range(self, source: KafkaSource, exc: OffsetOutOfRange) -> None:
-        """Apply kafka.offset_out_of_range: 'fail' stops with the error (nothing checkpointed or
-        committed past what was learned); 'earliest'/'latest' reset explicitly, loudly and counted."""
         policy = self.cfg.kafka.offset_out_of_range
-        if policy == "fail":
-            log.error("%s", exc)
-            raise exc
-        if self.pending.examples:  # learned before the reset: they were read from the old log
+        if self.pending.examples and policy != "fail":  # read from the old log: learn them first
             self._learn_pending()
-        for tp, wanted in exc.offsets.items():
-            new = source.reset(tp, policy)
-            self.next_offset[tp] = new
-            self.m.offset_resets.labels(topic=tp.topic, partition=str(tp.partition), policy=policy).inc()
-            log.warning(
-                "%s: offset %d is out of range; kafka.offset_out_of_range=%s: reading continues at %d",
-                offset_key(tp),
-                wanted,
-                policy,
-                new,
-            )
+        self.next_offset.update(reset_out_of_range(source, exc, policy, self.prom))
 
     def _handle(self, tp: TopicPartition, rec: Any, sink: DeadLetterSink) -> None:
-        self.consumed += 1
-        self.m.consumed.inc()
+        self.prom.consumed.inc()
         result = self.decoder.decode(rec.value)
         if isinstance(result, Rejection):
             sink.send(
@@ -325,8 +265,7 @@ class Daemon:
                 partition=tp.partition,
                 offset=rec.offset,
             )
-            self.rejected[result.reason] += 1
-            self.m.rejected.labels(reason=result.reason).inc()
+            self.prom.rejected.labels(reason=result.reason).inc()
             log.debug("rejected %s@%d: %s (%s)", offset_key(tp), rec.offset, result.reason, result.detail)
         else:
             # A task change closes the batch: a micro-batch belongs to one task.
@@ -345,13 +284,14 @@ class Daemon:
         p_true = probs[torch.arange(len(batch)), y].clamp_min(1e-12)
         losses = (-torch.log(p_true)).tolist()
         task = batch[0].task
+        prequential = self.model.prequential
         for e, p, loss in zip(batch, pred, losses, strict=True):
-            if self.metrics.update(e.y, p, loss=loss, task=task):
-                self.m.drifts.inc()
+            if prequential.update(e.y, p, loss=loss, task=task):
+                self.prom.drifts.inc()
                 log.warning(
                     "drift detected by ADWIN after %d examples (rolling accuracy %.3f)",
-                    self.metrics.n,
-                    self.metrics.rolling_accuracy,
+                    prequential.n,
+                    prequential.rolling_accuracy,
                 )
         if self._first_learn is None:
             self._first_learn = (time.monotonic(), self.learned)
@@ -360,18 +300,18 @@ class Daemon:
         self._observe_update(stats, time.perf_counter() - t0)
 
     def _observe_update(self, stats: UpdateStats, seconds: float) -> None:
-        m = self.m
-        m.update_seconds.observe(seconds)
-        m.learned.inc(stats.n)
-        m.update_loss.set(stats.loss)
+        prom = self.prom
+        prom.update_seconds.observe(seconds)
+        prom.learned.inc(stats.n)
+        prom.update_loss.set(stats.loss)
         if stats.alignment_cos is not None:
-            m.alignment_cos.set(stats.alignment_cos)
-            m.alignment_cos_hist.observe(stats.alignment_cos)
+            prom.alignment_cos.set(stats.alignment_cos)
+            prom.alignment_cos_hist.observe(stats.alignment_cos)
         if stats.alignment_dot is not None:
-            m.alignment_dot.set(stats.alignment_dot)
-            m.alignment_dot_hist.observe(stats.alignment_dot)
+            prom.alignment_dot.set(stats.alignment_dot)
+            prom.alignment_dot_hist.observe(stats.alignment_dot)
         for stat, value in stats.lr_stats.items():
-            m.learning_rate.labels(stat=stat).set(value)
+            prom.learning_rate.labels(stat=stat).set(value)
         if self.publisher is not None and self.learner.updates % self.cfg.serve.publish_every == 0:
             self.publisher.publish_model(self.learner.updates)
 
@@ -379,171 +319,111 @@ class Daemon:
     def broker_up(self) -> bool:
         return self.health is None or self.health.up
 
-    def _publish_metrics(self) -> None:
-        """Refresh the gauges that are read rather than counted, and hand the text to the server."""
-        m = self.m
-        up = self.broker_up
-        m.broker_up.set(int(up))
+    # -- periodic jobs ------------------------------------------------------------------------
+    def _answer_checkpoint_request(self, source: KafkaSource, sink: DeadLetterSink) -> bool:
+        """Checkpoint now if ``POST /v2/admin/checkpoint`` asked, and answer it; True if it did."""
+        requested = self.publisher.checkpoint_requested() if self.publisher is not None else 0
+        if not requested or self.publisher is None:
+            return False
+        self.publisher.answer_checkpoint(requested, self._checkpoint(source, sink, reason="requested"))
+        return True
+
+    def _refresh_gauges(self) -> None:
+        """Refresh the gauges that are read rather than counted."""
+        prom = self.prom
+        prom.broker_up.set(int(self.broker_up))
         if self.health is not None and self.health.outages > self._outages_seen:
-            m.broker_outages.inc(self.health.outages - self._outages_seen)
+            prom.broker_outages.inc(self.health.outages - self._outages_seen)
             self._outages_seen = self.health.outages
-        m.observe_prequential(self.metrics.snapshot())
-        m.model_version.set(self.learner.updates)
-        buf = self.learner.buffer
-        if buf is not None:
-            m.buffer_examples.set(len(buf))
-            m.buffer_capacity.set(buf.capacity)
-            m.buffer_bytes.set(sum(t.element_size() * t.nelement() for t in (buf.x, buf.y, buf.task)))
-            counts = torch.bincount(buf.y[: len(buf)].cpu(), minlength=self.cfg.model.n_classes).tolist()
-            for name, c in zip(self._label_names(), counts, strict=False):
-                m.buffer_class.labels(class_label=name).set(c)
+        prom.observe_prequential(self.model.prequential.snapshot())
+        prom.model_version.set(self.learner.updates)
+        if self.learner.buffer is not None:
+            prom.observe_buffer(self.learner.buffer, self._label_names())
         if self._source is not None:
             safe = self.safe_offsets()
-            for tp, lag in self._source.lag(safe).items():
-                m.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
-            for tp, off in safe.items():
-                m.offset.labels(topic=tp.topic, partition=str(tp.partition)).set(off)
-        last = self._last_checkpoint_time
-        m.checkpoint_age.set(time.time() - (last if last is not None else self._started))
-        if self.publisher is not None:
-            try:
-                if self.publisher.restart_if_dead():
-                    m.serve_restarts.inc()
-            except ServingError as exc:
-                log.error("%s; trying again in %.0f s", exc, METRICS_EVERY_S)
-                return
-            # Not ready while the broker is away: the model is served but no longer learning.
-            self.publisher.set_ready(self.ready.is_set() and up)
-            if self.publisher.published_version != self.learner.updates:
-                self.publisher.publish_model(self.learner.updates)
-            m.published_version.set(self.publisher.published_version)
-            self.publisher.publish_text(
-                {"labels": self._label_names(), "learner": self.learner.name}, render(self.registry)
-            )
+            prom.observe_positions(safe, self._source.lag(safe))
+        last = self.checkpointer.last_time
+        prom.checkpoint_age.set(time.time() - (last if last is not None else self._started))
+
+    def _supervise_server(self) -> bool:
+        """Restart the prediction-server process if it died and tell it whether we are ready.
+
+        False when there is no server to talk to now (none configured, or it cannot be restarted
+        yet: tried again next time)."""
+        if self.publisher is None:
+            return False
+        try:
+            if self.publisher.restart_if_dead():
+                self.prom.serve_restarts.inc()
+        except ServingError as exc:
+            log.error("%s; trying again in %.0f s", exc, METRICS_EVERY_S)
+            return False
+        # Not ready while the broker is away: the model is served but no longer learning.
+        self.publisher.set_ready(self.ready.is_set() and self.broker_up)
+        return True
+
+    def _republish_model(self) -> None:
+        """Hand the server the current model if it answers with an older one (``serve.publish_every``
+        publishes during learning; this catches up the updates in between and a restarted server)."""
+        if self.publisher is not None and self.publisher.published_version != self.learner.updates:
+            self.publisher.publish_model(self.learner.updates)
+
+    def _publish_metrics_text(self) -> None:
+        """Render the metrics into the server's snapshot: its ``/metrics`` appends them to its own."""
+        if self.publisher is None:
+            return
+        self.prom.published_version.set(self.publisher.published_version)
+        self.publisher.publish_text(
+            {"labels": self._label_names(), "learner": self.learner.name}, render(self.registry)
+        )
 
     def _label_names(self) -> list[str]:
-        return self.labels.names() or [str(i) for i in range(self.cfg.model.n_classes)]
+        return self.model.labels.names() or [str(i) for i in range(self.cfg.model.n_classes)]
 
     # -- checkpoints --------------------------------------------------------------------------
     def safe_offsets(self) -> dict[TopicPartition, int]:
         """Next offset per partition such that everything before it is learned or dead-lettered."""
-        out = {}
-        for tp, nxt in self.next_offset.items():
-            out[tp] = min(nxt, self.pending.first_offset.get(tp, nxt))
-        return out
+        return self.pending.safe_offsets(self.next_offset)
 
     def state(self, offsets: dict[TopicPartition, int]) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": __version__,
-            "created": time.time(),
-            "config_fingerprint": self.cfg.fingerprint(),
-            "learner": self.learner.state_dict(),
-            "labels": self.labels.state_dict(),
-            "tasks": self.tasks.state_dict(),
-            "metrics": {"state": self.metrics.state_dict(), "summary": self.metrics.snapshot()},
-            "offsets": {offset_key(tp): int(off) for tp, off in offsets.items()},
-            "counters": {"consumed": self.consumed, "learned": self.learned, "rejected": dict(self.rejected)},
-            "rng": process_rng_state(),
-        }
+        """The checkpoint dict (see :mod:`streamlearn.model_state`) with these offsets."""
+        return self.model.state_dict({offset_key(tp): int(off) for tp, off in offsets.items()})
 
     def _checkpoint(self, source: KafkaSource, sink: DeadLetterSink, *, reason: str) -> bool:
-        t0 = time.monotonic()
-        up = self.broker_up
-        if not up and sink.pending:
-            # Dead letters must be acknowledged before the offsets move past them; wait for the broker.
-            log.warning(
-                "checkpoint (%s) postponed: broker down with %d dead letters unacknowledged",
-                reason,
-                sink.pending,
-            )
-            return False
-        try:
-            sink.flush()  # dead letters must be durable before their offsets are committed
-        except Exception as exc:
-            self.checkpoint_failures += 1
-            self.m.checkpoint_failures.inc()
-            log.error("checkpoint skipped: dead-letter topic did not acknowledge: %s", exc)
-            return False
-        offsets = self.safe_offsets()
-        try:
-            path = self.store.save(self.state(offsets), self.learned)
-        except CheckpointError as exc:
-            self.checkpoint_failures += 1
-            self.m.checkpoint_failures.inc()
-            log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)
-            return False
-        self.checkpoints_written += 1
-        self._last_checkpoint_time = time.time()
-        committed = up and source.commit(offsets)
-        self._commit_owed = None if committed else offsets
-        self.m.checkpoints.inc()
-        self.m.checkpoint_time.set(self._last_checkpoint_time)
-        self.m.checkpoint_seconds.observe(time.monotonic() - t0)
-        log.info(
-            "checkpoint (%s) %s: %d learned, offsets %s%s, %.0f ms",
-            reason,
-            path.name,
-            self.learned,
-            {offset_key(tp): o for tp, o in offsets.items()},
-            "" if committed else " (commit deferred: broker down)" if not up else " (commit failed)",
-            1000 * (time.monotonic() - t0),
-        )
-        return True
-
-    def _restore(self) -> None:
-        self.store.remove_stale_temporaries()
-        found = self.store.latest()
-        if found is None:
-            log.info("no checkpoint in %s: starting a new model", self.store.dir)
-            return
-        info, state = found
-        if state.get("config_fingerprint") != self.cfg.fingerprint():
-            log.warning(
-                "checkpoint %s was written with a different model/learner config; loading it anyway "
-                "(it fails if the shapes differ)",
-                info.path.name,
-            )
-        self.learner.load_state_dict(state["learner"])
-        self.labels.load_state_dict(state["labels"])
-        self.tasks.load_state_dict(state["tasks"])
-        self.metrics.load_state_dict(state["metrics"]["state"])
-        counters = state["counters"]
-        self.consumed = int(counters["consumed"])
-        self.rejected = Counter({k: int(v) for k, v in counters["rejected"].items()})
-        restore_process_rng_state(state["rng"])
-        self._restored_offsets = {k: int(v) for k, v in state["offsets"].items()}
-        log.info(
-            "restored %s: %d examples learned, offsets %s",
-            info.path.name,
-            self.learned,
-            self._restored_offsets,
+        return self.checkpointer.write(
+            source, sink, self.safe_offsets(), broker_up=self.broker_up, reason=reason
         )
 
     # -- reporting ----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        snap = self.metrics.snapshot()
+        """Model-lifetime counts (learned, consumed, rejected) and this process's (checkpoints)."""
+        snap = self.model.prequential.snapshot()
         rate = 0.0
         if self._first_learn is not None:
             t0, n0 = self._first_learn
             rate = (self.learned - n0) / max(time.monotonic() - t0, 1e-9)
+        rejected = self.model.counts.rejected
         return {
             "examples_per_s": rate,
             "learner": self.learner.name,
             "learned": self.learned,
             "consumed": self.consumed,
-            "rejected": sum(self.rejected.values()),
-            "rejected_by_reason": dict(self.rejected),
+            "rejected": sum(rejected.values()),
+            "rejected_by_reason": dict(rejected),
             "prequential_accuracy": snap["accuracy"],
             "rolling_accuracy": snap["rolling_accuracy"],
             "kappa": snap["kappa"],
             "drifts": snap["drifts"],
-            "checkpoints": self.checkpoints_written,
-            "checkpoint_failures": self.checkpoint_failures,
+            "checkpoints": int(counter_value(self.prom.checkpoints)),
+            "checkpoint_failures": int(counter_value(self.prom.checkpoint_failures)),
             "offsets": {offset_key(tp): o for tp, o in self.safe_offsets().items()},
         }
 
-    def _report(self, source: KafkaSource, rate: float) -> None:
+    def _report(self, source: KafkaSource, now: float) -> None:
+        """Log progress and the rate since the last report; hand the same to ``on_progress``."""
+        mark_time, mark_learned = self._rate_mark
+        rate = (self.learned - mark_learned) / max(now - mark_time, 1e-9)
+        self._rate_mark = (now, self.learned)
         lag = sum(source.lag(self.safe_offsets()).values())
         s = self.summary()
         s.update(examples_per_s=rate, lag=lag)

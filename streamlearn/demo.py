@@ -58,9 +58,11 @@ def run_demo(
         producer.start()
 
         def show(s: dict[str, Any]) -> None:
+            # `learned` is the model's lifetime total (restored from the checkpoint), as exported by
+            # streamlearn_model_examples_learned, not this process's examples_learned_total.
             if live:
                 sys.stderr.write(
-                    f"\r[demo] learned {s['learned']:6d}  {s['examples_per_s']:6.1f} ex/s  "
+                    f"\r[demo] model learned {s['learned']:6d}  {s['examples_per_s']:6.1f} ex/s  "
                     f"prequential acc {s['prequential_accuracy']:.3f}  rolling {s['rolling_accuracy']:.3f}  "
                     f"rejected {s['rejected']}  lag {s['lag']}   "
                 )

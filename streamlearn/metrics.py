@@ -9,7 +9,9 @@ Names follow Prometheus conventions: ``streamlearn_`` prefix, ``_total`` for cou
 - :class:`ServingMetrics` lives wherever predictions are served (the daemon's server process and
   each read-only replica): requests, latency, the version being served, readiness, build info.
 
-Each class takes a ``registry`` so tests use a fresh ``CollectorRegistry()``:
+Entry points that export metrics call :func:`disable_created_series` first (importing this module
+changes nothing process-wide). Each class takes a ``registry`` so tests use a fresh
+``CollectorRegistry()``:
 
 >>> from prometheus_client import CollectorRegistry
 >>> reg = CollectorRegistry()
@@ -21,15 +23,24 @@ Each class takes a ``registry`` so tests use a fresh ``CollectorRegistry()``:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import disable_created_metrics as _disable_created
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from streamlearn import __version__
 
-# `_created` series double the exposition and no dashboard reads them.
-_disable_created()
+if TYPE_CHECKING:  # the server process and replicas import this module: no Kafka client there
+    from kafka import TopicPartition
+
+    from streamlearn.replay import ReservoirBuffer
 
 # An MER update of one example is ~4 ms, a La-MAML batch of 10 ~25 ms; a checkpoint tens of ms.
 UPDATE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -197,6 +208,12 @@ class LearnerMetrics:
             "Checkpoints that could not be written (offsets not committed past the last good one).",
             registry=r,
         )
+        self.model_learned = Gauge(
+            "streamlearn_model_examples_learned",
+            "Examples the learning model has learned in its whole life (restored from the checkpoint; "
+            "examples_learned_total counts this process only).",
+            registry=r,
+        )
         self.model_version = Gauge(
             "streamlearn_model_version", "Updates applied to the learning model (its version).", registry=r
         )
@@ -205,6 +222,24 @@ class LearnerMetrics:
             "Model version last published to the prediction server.",
             registry=r,
         )
+
+    def observe_buffer(self, buf: ReservoirBuffer, label_names: list[str]) -> None:
+        """Fill, capacity, memory and per-class content of a replay buffer."""
+        self.buffer_examples.set(len(buf))
+        self.buffer_capacity.set(buf.capacity)
+        self.buffer_bytes.set(sum(t.element_size() * t.nelement() for t in (buf.x, buf.y, buf.task)))
+        counts = buf.y[: len(buf)].cpu().bincount(minlength=len(label_names)).tolist()
+        for name, c in zip(label_names, counts, strict=False):
+            self.buffer_class.labels(class_label=name).set(c)
+
+    def observe_positions(
+        self, offsets: Mapping[TopicPartition, int], lag: Mapping[TopicPartition, int]
+    ) -> None:
+        """Next offset to learn and consumer lag, per partition."""
+        for tp, n in lag.items():
+            self.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(n)
+        for tp, off in offsets.items():
+            self.offset.labels(topic=tp.topic, partition=str(tp.partition)).set(off)
 
     def observe_prequential(self, snap: dict[str, Any]) -> None:
         """Copy a ``PrequentialMetrics.snapshot()`` into the gauges."""
@@ -258,6 +293,37 @@ class ServingMetrics:
             "Model snapshots this server has loaded (checkpoint reloads on a replica).",
             registry=r,
         )
+
+
+def disable_created_series() -> None:
+    """Export no ``<counter>_created`` / ``<histogram>_created`` series, in this whole process.
+
+    They double the exposition and no dashboard or alert reads them. prometheus_client keeps this
+    as a process-wide switch, so an entry point (``streamlearn`` CLI, the server process) flips it
+    once at start rather than a library import doing so behind an embedder's back.
+    """
+    disable_created_metrics()
+
+
+def counter_value(counter: Counter) -> float:
+    """What an unlabelled counter has counted in this process, read back from its samples."""
+    return next((s.value for fam in counter.collect() for s in fam.samples if s.name.endswith("_total")), 0.0)
+
+
+def counter_values(counter: Counter, label: str) -> dict[str, float]:
+    """What a counter with one label has counted in this process, by label value.
+
+    >>> c = Counter("demo_rejected", "Rejections.", ["reason"], registry=CollectorRegistry())
+    >>> c.labels(reason="bad_x").inc(2)
+    >>> counter_values(c, "reason")
+    {'bad_x': 2.0}
+    """
+    return {
+        s.labels[label]: s.value
+        for fam in counter.collect()
+        for s in fam.samples
+        if s.name.endswith("_total")
+    }
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -1,4 +1,5 @@
-"""Process-wide runtime settings that decide the speed of the inner loops."""
+"""Process-wide runtime helpers of the daemon: thread pinning, child processes that die with us,
+and the clock of the loop's periodic jobs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -52,3 +54,38 @@ def die_with_parent_hook() -> Callable[[], None] | None:
             os._exit(1)
 
     return hook
+
+
+class Every:
+    """Due once every ``seconds`` (monotonic), or once ``count`` has grown by ``every_count`` if given.
+
+    The daemon's loop asks each periodic job's clock once per pass; ``due`` restarts the clock when
+    it answers True, so a slow pass delays the next run instead of queueing several.
+
+    >>> clock = Every(2.0, start=10.0)
+    >>> clock.due(11.0), clock.due(12.0), clock.due(13.0)
+    (False, True, False)
+    >>> ckpt = Every(60.0, every_count=500, start=0.0)
+    >>> ckpt.due(1.0, count=499), ckpt.due(2.0, count=500), ckpt.due(3.0, count=999)
+    (False, True, False)
+    """
+
+    def __init__(
+        self, seconds: float, *, every_count: int | None = None, start: float | None = None, count: int = 0
+    ) -> None:
+        self.seconds = seconds
+        self.every_count = every_count
+        self.restart(time.monotonic() if start is None else start, count)
+
+    def due(self, now: float, count: int = 0) -> bool:
+        if now - self._last >= self.seconds or (
+            self.every_count is not None and count - self._last_count >= self.every_count
+        ):
+            self.restart(now, count)
+            return True
+        return False
+
+    def restart(self, now: float, count: int = 0) -> None:
+        """Count the period from ``now`` (and ``count``): the job just ran for another reason."""
+        self._last = now
+        self._last_count = count

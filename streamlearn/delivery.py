@@ -1,0 +1,182 @@
+"""The delivery guarantee: what may be committed, and committing it in the safe order.
+
+A checkpoint records, per partition, the offset after the last message fully handled (learned or
+dead-lettered); examples read but not yet learned (:class:`Pending`) hold it back. :class:`Checkpointer`
+writes in the one order that loses nothing: dead letters acknowledged → checkpoint durable → offsets
+committed to Kafka (or owed until the broker is back). On start it restores the newest good
+checkpoint and hands back its offsets, where reading resumes (:func:`resume`). A position that has
+left the log is never skipped silently (:func:`reset_out_of_range`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kafka import TopicPartition
+
+from streamlearn.checkpoint import CheckpointStore
+from streamlearn.errors import CheckpointError
+from streamlearn.ingest.deadletter import DeadLetterSink
+from streamlearn.ingest.decode import Example
+from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key
+from streamlearn.metrics import LearnerMetrics
+from streamlearn.model_state import ModelState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    """The micro-batch being collected: valid examples read but not yet learned, all of one task.
+
+    ``first_offset`` holds, per partition, the offset of the batch's first example: until the batch
+    is learned nothing from there on may be checkpointed or committed (:meth:`safe_offsets`).
+    ``clear`` once the batch is learned. Rejected messages never enter it: they are done once
+    dead-lettered.
+    """
+
+    examples: list[Example] = field(default_factory=list)
+    first_offset: dict[TopicPartition, int] = field(default_factory=dict)
+
+    def add(self, ex: Example, tp: TopicPartition, offset: int) -> None:
+        self.examples.append(ex)
+        self.first_offset.setdefault(tp, offset)
+
+    def clear(self) -> None:
+        self.examples.clear()
+        self.first_offset.clear()
+
+    def safe_offsets(self, next_offset: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Next offset per partition such that everything before it is learned or dead-lettered."""
+        return {tp: min(nxt, self.first_offset.get(tp, nxt)) for tp, nxt in next_offset.items()}
+
+
+class Checkpointer:
+    """Writes the model's checkpoints and commits their offsets; restores the newest on start."""
+
+    def __init__(self, store: CheckpointStore, model: ModelState, prom: LearnerMetrics) -> None:
+        self.store = store
+        self.model = model
+        self.prom = prom
+        #: Unix time of the last durable checkpoint of this process (None: none yet)
+        self.last_time: float | None = None
+        #: offsets of a checkpoint written while the broker was down, committed once it is back
+        self.commit_owed: dict[TopicPartition, int] | None = None
+
+    def write(
+        self,
+        source: KafkaSource,
+        sink: DeadLetterSink,
+        offsets: dict[TopicPartition, int],
+        *,
+        broker_up: bool,
+        reason: str,
+    ) -> bool:
+        """Checkpoint the model with ``offsets`` and commit them; False if no checkpoint was written."""
+        t0 = time.monotonic()
+        if not broker_up and sink.pending:
+            # Dead letters must be acknowledged before the offsets move past them; wait for the broker.
+            log.warning(
+                "checkpoint (%s) postponed: broker down with %d dead letters unacknowledged",
+                reason,
+                sink.pending,
+            )
+            return False
+        try:
+            sink.flush()  # dead letters must be durable before their offsets are committed
+        except Exception as exc:
+            self.prom.checkpoint_failures.inc()
+            log.error("checkpoint skipped: dead-letter topic did not acknowledge: %s", exc)
+            return False
+        learned = self.model.learner.examples
+        try:
+            path = self.store.save(self.model.state_dict(_keyed(offsets)), learned)
+        except CheckpointError as exc:
+            self.prom.checkpoint_failures.inc()
+            log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)
+            return False
+        self.last_time = time.time()
+        committed = broker_up and source.commit(offsets)
+        self.commit_owed = None if committed else offsets
+        self.prom.checkpoints.inc()
+        self.prom.checkpoint_time.set(self.last_time)
+        self.prom.checkpoint_seconds.observe(time.monotonic() - t0)
+        log.info(
+            "checkpoint (%s) %s: %d learned, offsets %s%s, %.0f ms",
+            reason,
+            path.name,
+            learned,
+            _keyed(offsets),
+            "" if committed else " (commit deferred: broker down)" if not broker_up else " (commit failed)",
+            1000 * (time.monotonic() - t0),
+        )
+        return True
+
+    def retry_owed_commit(self, source: KafkaSource) -> None:
+        if self.commit_owed is not None and source.commit(self.commit_owed):
+            log.info("committed the offsets of the last checkpoint (the broker is back)")
+            self.commit_owed = None
+
+    def restore(self, config_fingerprint: str) -> dict[str, int]:
+        """Load the newest good checkpoint into the model; its offsets (``{}`` when there is none)."""
+        self.store.remove_stale_temporaries()
+        found = self.store.latest()
+        if found is None:
+            log.info("no checkpoint in %s: starting a new model", self.store.dir)
+            return {}
+        info, state = found
+        if state.get("config_fingerprint") != config_fingerprint:
+            log.warning(
+                "checkpoint %s was written with a different model/learner config; loading it anyway "
+                "(it fails if the shapes differ)",
+                info.path.name,
+            )
+        offsets = self.model.load_state_dict(state)
+        log.info(
+            "restored %s: %d examples learned, offsets %s",
+            info.path.name,
+            self.model.learner.examples,
+            offsets,
+        )
+        return offsets
+
+
+def resume(source: KafkaSource, restored: Mapping[str, int]) -> dict[TopicPartition, int]:
+    """Assign the partitions and seek each to its restored offset (else the group's commit, else
+    ``auto_offset_reset``); the next offset to read per partition."""
+    parts = source.assign()
+    origin = source.seek(restored)
+    positions = {}
+    for tp in parts:
+        positions[tp] = source.consumer.position(tp)
+        log.info("consuming %s from %s", offset_key(tp), origin[offset_key(tp)])
+    return positions
+
+
+def reset_out_of_range(
+    source: KafkaSource, exc: OffsetOutOfRange, policy: str, prom: LearnerMetrics
+) -> dict[TopicPartition, int]:
+    """Apply kafka.offset_out_of_range: 'fail' re-raises (nothing checkpointed or committed past
+    what was learned); 'earliest'/'latest' reset explicitly, loudly and counted. The new positions."""
+    if policy == "fail":
+        log.error("%s", exc)
+        raise exc
+    positions = {}
+    for tp, wanted in exc.offsets.items():
+        positions[tp] = new = source.reset(tp, policy)
+        prom.offset_resets.labels(topic=tp.topic, partition=str(tp.partition), policy=policy).inc()
+        log.warning(
+            "%s: offset %d is out of range; kafka.offset_out_of_range=%s: reading continues at %d",
+            offset_key(tp),
+            wanted,
+            policy,
+            new,
+        )
+    return positions
+
+
+def _keyed(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:
+    return {offset_key(tp): int(off) for tp, off in offsets.items()}
