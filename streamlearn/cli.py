@@ -425,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for old, new in _RETIRED_ENV.items():
         if old in os.environ:
             log.warning("%s is no longer read: set %s instead", old, new)
+    from streamlearn.metrics import disable_created_series  # no `_created` series on /metrics
+
+    disable_created_series()
     try:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from streamlearn.config import ModelConfig, ServeConfig
+from streamlearn.metrics import disable_created_series
 from streamlearn.serving.http import App, ServerSettings, make_server
 from streamlearn.serving.predictor import ModelView, Predictor
 from streamlearn.serving.snapshot import SharedSnapshot
@@ -135,6 +136,7 @@ def main() -> None:
     (breaking any script that embeds the daemon without a main guard) and 'fork' would copy the
     learner's thread pools and sockets. stdin keeps the bearer token out of ``ps``.
     """
+    disable_created_series()  # this process exports metrics: no `_created` series
     spec: dict[str, Any] = json.loads(sys.stdin.read())
     server_main(
         spec["shm"],
