@@ -10,7 +10,8 @@ partition — the offset after the last message that is fully handled. Only afte
 durable are the offsets committed to Kafka; on start the daemon restores the newest good
 checkpoint and seeks to its offsets. A ``kill -9`` at any moment therefore re-reads exactly the
 messages the restored model has not learned, and (same seed, CPU, one partition) the model after
-crash + restart equals that of an uninterrupted run.
+crash + restart equals that of an uninterrupted run. The checkpoint dict is built in
+:mod:`streamlearn.model_state`, the commit order kept in :mod:`streamlearn.delivery`.
 """
 
 from __future__ import annotations
@@ -248,6 +249,7 @@ class Daemon:
             self._out_of_range(source, exc)
 
     def _out_of_range(self, source: KafkaSource, exc: OffsetOutOfRange) -> None:
+        """kafka.offset_out_of_range: 'fail' raises; a reset learns the pending batch first."""
         policy = self.cfg.kafka.offset_out_of_range
         if self.pending.examples and policy != "fail":  # read from the old log: learn them first
             self._learn_pending()
