@@ -38,7 +38,7 @@ from streamlearn.ingest.health import BrokerHealth
 from streamlearn.ingest.kafka_options import client_options
 from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key, unreachable
 from streamlearn.learners import Learner, UpdateStats
-from streamlearn.metrics import LearnerMetrics, counter_value, render
+from streamlearn.metrics import LearnerMetrics, counter_value, disable_created_series, render
 from streamlearn.model_state import ModelState
 from streamlearn.runtime import Every, pin_threads
 from streamlearn.serving.publisher import Publisher, ServingError
@@ -106,6 +106,8 @@ class Daemon:
         return self.model.counts.consumed
 
     def run(self) -> dict[str, Any]:
+        # Also an entry point (tests, benchmarks and embedders run the daemon without the CLI).
+        disable_created_series()
         pin_threads(self.cfg.runtime.threads)
         self._restored_offsets = self.checkpointer.restore(self.cfg.fingerprint())
         try:

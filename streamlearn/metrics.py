@@ -298,9 +298,12 @@ class ServingMetrics:
 def disable_created_series() -> None:
     """Export no ``<counter>_created`` / ``<histogram>_created`` series, in this whole process.
 
-    They double the exposition and no dashboard or alert reads them. prometheus_client keeps this
-    as a process-wide switch, so an entry point (``streamlearn`` CLI, the server process) flips it
-    once at start rather than a library import doing so behind an embedder's back.
+    They double the exposition and no dashboard or alert reads them; worse, with them in the
+    learner's text a real Prometheus returned nothing for the dashboard's ``histogram_quantile``
+    queries (tests/integration/test_prometheus.py). prometheus_client keeps this as a process-wide
+    switch, so the entry points flip it at start — ``streamlearn.cli.main``, the server process's
+    ``main`` and ``Daemon.run`` (for code that runs the daemon without the CLI) — rather than a
+    library import doing so behind an embedder's back.
     """
     disable_created_metrics()
 
