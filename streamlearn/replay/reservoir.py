@@ -13,6 +13,7 @@ a learner that sees each example once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ class ReservoirBuffer:
         self.rng = np.random.Generator(np.random.PCG64(seed))
         #: while an update may still be undone: what ``add`` overwrote, oldest first (see ``mark``)
         self._journal: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] | None = None
-        self._marked: tuple[int, int, dict[str, Any]] | None = None
+        self._marked: tuple[int, int, Mapping[str, Any]] | None = None
 
     def __len__(self) -> int:
         return self.size
