@@ -25,19 +25,25 @@ from typing import Any
 import numpy as np
 import torch
 from kafka import TopicPartition
-from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config
-from streamlearn.delivery import Checkpointer, Pending, reset_out_of_range, resume
-from streamlearn.ingest.broker import EmbeddedBroker, create_topic
+from streamlearn.delivery import (
+    NON_FINITE_UPDATE,
+    Checkpointer,
+    Pending,
+    dead_letter_batch,
+    reset_out_of_range,
+    resume,
+)
+from streamlearn.ingest.broker import EmbeddedBroker
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Rejection
 from streamlearn.ingest.health import BrokerHealth
-from streamlearn.ingest.kafka_options import client_options
-from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key, unreachable
+from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, ensure_topics, offset_key
 from streamlearn.learners import Learner, UpdateStats
+from streamlearn.logs import Throttled
 from streamlearn.metrics import LearnerMetrics, counter_value, disable_created_series, render
 from streamlearn.model_state import ModelState
 from streamlearn.runtime import Every, pin_threads
@@ -85,6 +91,9 @@ class Daemon:
         self._source: KafkaSource | None = None
         self.health: BrokerHealth | None = None
         self._outages_seen = 0
+        self._sink: DeadLetterSink | None = None
+        # At most a line a minute, with a count: a poisoning burst would write one per message.
+        self._guard_log = Throttled(log, every_s=60.0)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -141,24 +150,16 @@ class Daemon:
         source = sink = None
         try:
             if self.cfg.kafka.create_topics:
-                opts = client_options(self.cfg.kafka, self.bootstrap)
-                for topic in (self.cfg.kafka.topic, self.cfg.kafka.dead_letter_topic):
-                    try:
-                        create_topic(self.bootstrap, topic, client_options=opts)
-                    except KafkaError as exc:
-                        raise unreachable(self.cfg.kafka, self.bootstrap, exc) from exc
+                ensure_topics(self.cfg.kafka, self.bootstrap)
             # The slowest update bounds how long we may go between polls.
             source = KafkaSource(self.cfg.kafka, self.bootstrap)
             sink = DeadLetterSink(self.cfg.kafka, self.bootstrap)
+            self._sink = sink
             self.next_offset = resume(source, self._restored_offsets)
+            was = self._restored_offsets
+            restored = {tp: o for tp, o in self.next_offset.items() if offset_key(tp) in was}
             try:
-                source.check_beginning(
-                    {
-                        tp: off
-                        for tp, off in self.next_offset.items()
-                        if offset_key(tp) in self._restored_offsets
-                    }
-                )
+                source.check_beginning(restored)
             except OffsetOutOfRange as exc:
                 self._out_of_range(source, exc)
             self._source = source
@@ -275,7 +276,7 @@ class Daemon:
             # A task change closes the batch: a micro-batch belongs to one task.
             if self.pending.examples and result.task != self.pending.examples[0].task:
                 self._learn_pending()
-            self.pending.add(result, tp, rec.offset)
+            self.pending.add(result, tp, rec.offset, rec.value)
         self.next_offset[tp] = rec.offset + 1
 
     def _learn_pending(self) -> None:
@@ -284,38 +285,41 @@ class Daemon:
         x = torch.from_numpy(np.stack([e.x for e in batch]))
         y = torch.tensor([e.y for e in batch], dtype=torch.long)
         probs = self.learner.predict_proba(x)  # test first ...
-        pred = probs.argmax(dim=1).tolist()
-        p_true = probs[torch.arange(len(batch)), y].clamp_min(1e-12)
-        losses = (-torch.log(p_true)).tolist()
-        task = batch[0].task
-        prequential = self.model.prequential
-        for e, p, loss in zip(batch, pred, losses, strict=True):
-            if prequential.update(e.y, p, loss=loss, task=task):
-                self.prom.drifts.inc()
-                log.warning(
-                    "drift detected by ADWIN after %d examples (rolling accuracy %.3f)",
-                    prequential.n,
-                    prequential.rolling_accuracy,
-                )
         if self._first_learn is None:
             self._first_learn = (time.monotonic(), self.learned)
-        stats = self.learner.learn(x, y, task=task)  # ... then train
+        stats = self.learner.learn(x, y, task=batch[0].task)  # ... then train
+        if stats.undone is not None:
+            self._dead_letter_undone(stats.undone)
+        else:
+            self._score(probs, y)
+            self._observe_update(stats, time.perf_counter() - t0)
         self.pending.clear()
-        self._observe_update(stats, time.perf_counter() - t0)
+
+    def _score(self, probs: torch.Tensor, y: torch.Tensor) -> None:
+        """Prequential metrics of a learned batch, from the predictions made before learning it."""
+        prequential = self.model.prequential
+        drifts = prequential.update_from_probabilities(
+            probs.numpy(), y.tolist(), self.pending.examples[0].task
+        )
+        if drifts:
+            self.prom.drifts.inc(drifts)
+            log.warning(
+                "drift detected by ADWIN after %d examples (rolling accuracy %.3f)",
+                prequential.n,
+                prequential.rolling_accuracy,
+            )
+
+    def _dead_letter_undone(self, why: str) -> None:
+        """The non-finite guard undid the update: its messages are dead-lettered unchanged."""
+        assert self._sink is not None
+        dead_letter_batch(self._sink, self.pending, NON_FINITE_UPDATE, why, self.prom)
+        self.prom.updates_undone.inc()
+        self._guard_log.warning(
+            "non-finite guard: update undone and dead-lettered (%s): %s", NON_FINITE_UPDATE, why
+        )
 
     def _observe_update(self, stats: UpdateStats, seconds: float) -> None:
-        prom = self.prom
-        prom.update_seconds.observe(seconds)
-        prom.learned.inc(stats.n)
-        prom.update_loss.set(stats.loss)
-        if stats.alignment_cos is not None:
-            prom.alignment_cos.set(stats.alignment_cos)
-            prom.alignment_cos_hist.observe(stats.alignment_cos)
-        if stats.alignment_dot is not None:
-            prom.alignment_dot.set(stats.alignment_dot)
-            prom.alignment_dot_hist.observe(stats.alignment_dot)
-        for stat, value in stats.lr_stats.items():
-            prom.learning_rate.labels(stat=stat).set(value)
+        self.prom.observe_update(stats, seconds)
         if self.publisher is not None and self.learner.updates % self.cfg.serve.publish_every == 0:
             self.publisher.publish_model(self.learner.updates)
 

@@ -27,6 +27,9 @@ from streamlearn.model_state import ModelState
 
 log = logging.getLogger(__name__)
 
+#: dead-letter reason of the messages of an update the non-finite guard undid (learners/undo.py)
+NON_FINITE_UPDATE = "non_finite_update"
+
 
 @dataclass
 class Pending:
@@ -40,18 +43,33 @@ class Pending:
 
     examples: list[Example] = field(default_factory=list)
     first_offset: dict[TopicPartition, int] = field(default_factory=dict)
+    #: where each example came from and its bytes as sent: an update the non-finite guard undoes
+    #: is dead-lettered unchanged, like a message the decoder refused
+    sources: list[tuple[TopicPartition, int, bytes]] = field(default_factory=list)
 
-    def add(self, ex: Example, tp: TopicPartition, offset: int) -> None:
+    def add(self, ex: Example, tp: TopicPartition, offset: int, raw: bytes) -> None:
         self.examples.append(ex)
+        self.sources.append((tp, offset, raw))
         self.first_offset.setdefault(tp, offset)
 
     def clear(self) -> None:
         self.examples.clear()
+        self.sources.clear()
         self.first_offset.clear()
 
     def safe_offsets(self, next_offset: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Next offset per partition such that everything before it is learned or dead-lettered."""
         return {tp: min(nxt, self.first_offset.get(tp, nxt)) for tp, nxt in next_offset.items()}
+
+
+def dead_letter_batch(
+    sink: DeadLetterSink, pending: Pending, reason: str, detail: str, prom: LearnerMetrics
+) -> None:
+    """Send every message of the pending batch to the dead-letter topic unchanged, counted under
+    ``reason``: it is then handled (not learned), and its offsets may be committed once acknowledged."""
+    for tp, offset, raw in pending.sources:
+        sink.send(raw, reason=reason, detail=detail, topic=tp.topic, partition=tp.partition, offset=offset)
+        prom.rejected.labels(reason=reason).inc()
 
 
 class Checkpointer:

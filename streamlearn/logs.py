@@ -41,6 +41,36 @@ class RepeatLimiter(logging.Filter):
         return True
 
 
+class Throttled:
+    """A logger's ``warning`` at most once per ``every_s``, with a count of the calls held back.
+
+    For a condition that can repeat per message (a poisoning burst): the first line says it at once,
+    the next says how many more there were.
+
+    >>> import logging
+    >>> t = Throttled(logging.getLogger("demo"), every_s=60.0)
+    >>> t.warning("a"), t.warning("b"), t.held
+    (True, False, 1)
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self.held = 0
+        self._passed = -float("inf")
+
+    def warning(self, msg: str, *args: object) -> bool:
+        now = time.monotonic()
+        if now - self._passed < self.every_s:
+            self.held += 1
+            return False
+        if self.held:
+            msg = f"{msg} [and {self.held} more like this in the last {now - self._passed:.0f} s]"
+        self.logger.warning(msg, *args)
+        self._passed, self.held = now, 0
+        return True
+
+
 def configure(level: str) -> None:
     """Log to stderr at ``level``; kafka-python at WARNING (its INFO narrates every connection)
     unless ``level`` is DEBUG, and its repeats limited."""

@@ -40,6 +40,7 @@ from streamlearn import __version__
 if TYPE_CHECKING:  # the server process and replicas import this module: no Kafka client there
     from kafka import TopicPartition
 
+    from streamlearn.learners.base import UpdateStats
     from streamlearn.replay import ReservoirBuffer
 
 # An MER update of one example is ~4 ms, a La-MAML batch of 10 ~25 ms; a checkpoint tens of ms.
@@ -66,6 +67,12 @@ class LearnerMetrics:
             "streamlearn_examples_rejected",
             "Messages sent to the dead-letter topic, by reason code.",
             ["reason"],
+            registry=r,
+        )
+        self.updates_undone = Counter(
+            "streamlearn_updates_undone",
+            "Updates the non-finite guard undid (non-finite or out-of-bound values); their messages "
+            "are dead-lettered with reason non_finite_update.",
             registry=r,
         )
         self.accuracy = Gauge(
@@ -222,6 +229,20 @@ class LearnerMetrics:
             "Model version last published to the prediction server.",
             registry=r,
         )
+
+    def observe_update(self, stats: UpdateStats, seconds: float) -> None:
+        """What one learned micro-batch reports: time, count, loss, alignment, learning rates."""
+        self.update_seconds.observe(seconds)
+        self.learned.inc(stats.n)
+        self.update_loss.set(stats.loss)
+        if stats.alignment_cos is not None:
+            self.alignment_cos.set(stats.alignment_cos)
+            self.alignment_cos_hist.observe(stats.alignment_cos)
+        if stats.alignment_dot is not None:
+            self.alignment_dot.set(stats.alignment_dot)
+            self.alignment_dot_hist.observe(stats.alignment_dot)
+        for stat, value in stats.lr_stats.items():
+            self.learning_rate.labels(stat=stat).set(value)
 
     def observe_buffer(self, buf: ReservoirBuffer, label_names: list[str]) -> None:
         """Fill, capacity, memory and per-class content of a replay buffer."""

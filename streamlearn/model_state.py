@@ -55,7 +55,7 @@ def build_learner(cfg: Config) -> Learner:
         seed=cfg.learner.seed,
     )
     try:
-        return make_learner(
+        learner = make_learner(
             cfg.learner.name,
             model,
             n_classes=cfg.model.n_classes,
@@ -66,6 +66,8 @@ def build_learner(cfg: Config) -> Learner:
         )
     except ConfigError as exc:
         raise ConfigError(str(exc), source=cfg.source) from None
+    learner.max_abs_value = cfg.guard.max_abs_value
+    return learner
 
 
 def process_rng_state() -> dict[str, Any]:

@@ -143,6 +143,17 @@ class ServeConfig:
 
 
 @dataclass
+class GuardConfig:
+    """Guardrails between learning and serving (the non-finite guard is always on)."""
+
+    #: the largest magnitude any value the learner holds may take after an update (weights,
+    #: La-MAML's learning rates, features stored for replay); an update past it, or with a nan or
+    #: inf anywhere, is undone and its messages dead-lettered as non_finite_update. Raise it for
+    #: unscaled features; it cannot be turned off.
+    max_abs_value: Annotated[float, Range(0, 1e30, low_open=True)] = 1e6
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -151,6 +162,7 @@ class Config:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     #: where the values came from, for messages; not a config key.
     source: str = field(default="<defaults>", compare=False, repr=False, metadata={"internal": True})
 

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from river import drift, metrics, utils
 
 STATE_VERSION = 1
@@ -111,6 +112,16 @@ class PrequentialMetrics:
             self.update(t, p, loss=loss, task=task)
             for t, p, loss in zip(y_true, y_pred, per_example, strict=True)
         )
+
+    def update_from_probabilities(
+        self, probs: np.ndarray, y_true: Sequence[int], task: int | None = None
+    ) -> int:
+        """``update_many`` from class probabilities (n, n_classes): the guess is the most probable
+        class, the loss the log loss of the true one. A row that overflowed to nan (an input far
+        outside the data) is a wrong guess at the worst loss, never a nan in the metrics."""
+        probs = np.nan_to_num(np.asarray(probs, dtype=np.float64), nan=0.0)
+        p_true = np.maximum(probs[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)], 1e-12)
+        return self.update_many(y_true, probs.argmax(axis=1).tolist(), (-np.log(p_true)).tolist(), task)
 
     def _label(self, y: int) -> int:
         # operator.index accepts numpy integers but rejects floats, which would silently truncate.

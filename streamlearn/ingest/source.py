@@ -22,6 +22,7 @@ from kafka.structs import OffsetAndMetadata
 from streamlearn.config import KafkaConfig
 from streamlearn.errors import StreamlearnError
 from streamlearn.ingest.kafka_options import client_options, tls_handshake_error
+from streamlearn.ingest.topics import create_topic
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,16 @@ class OffsetOutOfRange(SourceError):
             "If the topic was really reset, set kafka.offset_out_of_range to 'earliest' (learn what the "
             "topic holds now, from its start) or 'latest' (only new messages) and restart."
         )
+
+
+def ensure_topics(cfg: KafkaConfig, bootstrap_servers: str) -> None:
+    """Create the examples and dead-letter topics if missing (``kafka.create_topics``)."""
+    opts = client_options(cfg, bootstrap_servers)
+    for topic in (cfg.topic, cfg.dead_letter_topic):
+        try:
+            create_topic(bootstrap_servers, topic, client_options=opts)
+        except KafkaError as exc:
+            raise unreachable(cfg, bootstrap_servers, exc) from exc
 
 
 def unreachable(cfg: KafkaConfig, bootstrap_servers: str, exc: Exception) -> SourceError:

@@ -24,6 +24,7 @@ from torch import nn
 from streamlearn.bounds import NonNegativeInt, PositiveInt
 from streamlearn.learners import functional as F_
 from streamlearn.learners.kernels import NumpyMLP
+from streamlearn.learners.undo import DEFAULT_MAX_ABS_VALUE, UpdateUndo, restore_rng_states, rng_states
 from streamlearn.replay import ReservoirBuffer
 
 
@@ -39,6 +40,8 @@ class UpdateStats:
     alignment_dot: float | None = None
     # La-MAML: statistics of the effective per-parameter learning rates relu(alpha).
     lr_stats: dict[str, float] = field(default_factory=dict)
+    # Why the update was undone (the non-finite guard, see ``undo.py``), or None: it was learned.
+    undone: str | None = None
 
 
 class Learner:
@@ -81,6 +84,9 @@ class Learner:
         # the reference path (any module, any device). Set by _choose_path; fast_path reports it.
         self._kernel: NumpyMLP | None = None
         self.fast_path = False
+        #: the non-finite guard's bound on any learned value (config ``guard.max_abs_value``)
+        self.max_abs_value = DEFAULT_MAX_ABS_VALUE
+        self._undo: UpdateUndo | None = None  # made at the first update, once every tensor exists
 
     def _choose_path(self, fast_path: bool | None, *, needs: str, possible: bool = True) -> None:
         """Decide once between the lean numpy path and the reference path.
@@ -101,7 +107,28 @@ class Learner:
         x = x.to(self.device, torch.float32)
         y = y.to(self.device, torch.long)
         probe = self._alignment_probe(x, y) if self._alignment_due() else None
-        stats = self._learn(x, y, task)
+        # The non-finite guard (undo.py): mark, update, check; a broken update leaves no trace.
+        if self._undo is None:
+            self._undo = UpdateUndo(self._learned_tensors(), self.max_abs_value)
+        self._undo.max_abs_value = self.max_abs_value
+        self._undo.mark()
+        rngs = rng_states(self.rng, self._probe_rng)
+        extra = self._mark_extra()
+        if self.buffer is not None:
+            self.buffer.mark()
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is the guard's to judge
+            stats = self._learn(x, y, task)
+        stored = self.buffer.written() if self.buffer is not None else None
+        problem = self._undo.problem(stats.loss, stored)
+        if problem is not None:
+            self._undo.undo()
+            restore_rng_states((self.rng, self._probe_rng), rngs)
+            self._undo_extra(extra)
+            if self.buffer is not None:
+                self.buffer.undo()
+            return UpdateStats(n=int(x.shape[0]), loss=stats.loss, undone=problem)
+        if self.buffer is not None:
+            self.buffer.release()
         self.updates += 1
         self.examples += int(x.shape[0])
         if probe is not None:
@@ -110,6 +137,21 @@ class Learner:
 
     def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
         raise NotImplementedError
+
+    def _learned_tensors(self) -> list[torch.Tensor]:
+        """Every tensor an update changes in place; the guard copies them before each update.
+
+        The model's parameters and buffers here; a subclass that learns more (La-MAML's rates)
+        adds its own.
+        """
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def _mark_extra(self) -> Any:
+        """Plain state an update may change besides the tensors (undone with ``_undo_extra``)."""
+        return None
+
+    def _undo_extra(self, saved: Any) -> None:
+        pass
 
     @torch.inference_mode()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -256,6 +256,17 @@ class LaMAML(Learner):
         flat = torch.relu(torch.cat([a.reshape(-1) for a in self.alpha.values()]))
         return {"mean": float(flat.mean()), "min": float(flat.min()), "max": float(flat.max())}
 
+    def _learned_tensors(self) -> list[torch.Tensor]:
+        return [*super()._learned_tensors(), *self.alpha.values()]
+
+    def _mark_extra(self) -> Any:
+        # A task switch inside an undone update must be undone too; the old buffer is replaced
+        # at a switch, never changed, so keeping the reference is enough.
+        return (self.current_task, self.old_buffer)
+
+    def _undo_extra(self, saved: Any) -> None:
+        self.current_task, self.old_buffer = saved
+
     def _extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "alpha": {k: a.detach().cpu().clone() for k, a in self.alpha.items()},

@@ -97,6 +97,11 @@ class ReservoirBuffer:
         self.rng.bit_generator.state = rng_state
         self.release()
 
+    def written(self) -> torch.Tensor:
+        """The rows ``add`` has written since ``mark`` (as they are now)."""
+        slots = sorted({slot for slot, *_ in self._journal or ()})
+        return self.x[torch.as_tensor(slots, dtype=torch.long, device=self.device)]
+
     def release(self) -> None:
         self._journal = None
         self._marked = None
@@ -120,6 +125,7 @@ class ReservoirBuffer:
         other.x, other.y, other.task = self.x.clone(), self.y.clone(), self.task.clone()
         other.size, other.seen = self.size, self.seen
         other.rng = self.rng  # shares the stream of draws: a snapshot is sampled, never filled
+        other._journal, other._marked = None, None
         return other
 
     def class_counts(self, n_classes: int) -> list[int]:

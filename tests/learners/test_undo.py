@@ -1,0 +1,83 @@
+"""The non-finite guard: an update that would break the model is undone exactly, for every learner."""
+
+import pytest
+import torch
+
+from streamlearn.learners import make_learner, mlp
+from tests.learners.test_contract import CASES, build, feed, state_vector
+
+
+def _batch(learner, x, y, start: int):
+    bs = learner.default_batch_size
+    return x[start : start + bs], y[start : start + bs]
+
+
+@pytest.mark.parametrize("name,fast", CASES)
+@pytest.mark.parametrize("poison", ["all_1e30", "one_1e30"])
+def test_a_poisoned_batch_is_undone_and_leaves_no_trace(blobs, name, fast, poison) -> None:
+    x, y = blobs
+    learner, twin = build(name, fast), build(name, fast)
+    # 20 examples: the replay memory (30) is not full yet, so the batch is certainly stored.
+    feed(learner, x, y, 0, 20)
+    feed(twin, x, y, 0, 20)
+    before = state_vector(learner).clone()
+    bx, by = _batch(learner, x, y, 100)
+    bx = bx.clone()
+    if poison == "all_1e30":
+        bx[:] = 1e30
+    else:
+        bx[0, 2] = 1e30
+    updates, examples = learner.updates, learner.examples
+    stats = learner.learn(bx, by, task=1)
+    if stats.undone is None:
+        # Plain SGD stores nothing; a model confident on the batch gets a gradient of exactly 0.
+        assert learner.buffer is None, f"{name}: a 1e30 feature went into the replay memory"
+        assert float(state_vector(learner).abs().max()) <= learner.max_abs_value
+        return
+    assert (learner.updates, learner.examples) == (updates, examples)
+    assert torch.equal(state_vector(learner), before)
+    # Nothing of it remains: RNG, buffer counters and task state too, so the learner goes on exactly
+    # as a twin that never saw the batch.
+    feed(learner, x, y, 110, 200)
+    feed(twin, x, y, 110, 200)
+    assert torch.equal(state_vector(learner), state_vector(twin))
+    assert learner.buffer is None or learner.buffer.seen == twin.buffer.seen
+    assert torch.isfinite(learner.predict_proba(x[:50])).all()
+
+
+@pytest.mark.parametrize("name", ["sgd", "mer"])
+def test_a_learning_rate_of_a_million_never_breaks_the_model(blobs, name) -> None:
+    """Scenario (c) of the guardrails issue: lr raised to 1e6 through config."""
+    x, y = blobs
+    learner = make_learner(name, mlp(6, 3, (8,), seed=0), n_classes=3, lr=1e6)
+    undone = 0
+    for i in range(60):
+        undone += learner.learn(x[i : i + 1], y[i : i + 1]).undone is not None
+    assert undone > 0
+    assert all(torch.isfinite(p).all() for p in learner.model.parameters())
+    assert max(float(p.detach().abs().max()) for p in learner.model.parameters()) <= learner.max_abs_value
+
+
+def test_the_bound_is_the_learners_setting(blobs) -> None:
+    x, y = blobs
+    learner = make_learner("sgd", mlp(6, 3, (8,), seed=0), n_classes=3, lr=0.5)
+    learner.max_abs_value = 1e-3  # every real update now goes past it
+    stats = learner.learn(x[:1], y[:1])
+    assert stats.undone is not None and "guard.max_abs_value" in stats.undone
+    learner.max_abs_value = 1e6
+    assert learner.learn(x[:1], y[:1]).undone is None
+
+
+@pytest.mark.parametrize("name,fast", CASES)
+def test_a_poisoned_example_with_a_wrong_guess_is_undone(blobs, name, fast) -> None:
+    """The model's guess on the 1e30 example is wrong: the step is ~1e29 and must not stand."""
+    x, y = blobs
+    learner = build(name, fast)
+    feed(learner, x, y, 0, 20)
+    before = state_vector(learner).clone()
+    bx = torch.full((learner.default_batch_size, 6), 1e30)
+    guess = learner.predict_proba(torch.full((1, 6), 1.0)).argmax(1)
+    by = ((guess + 1) % 3).repeat(learner.default_batch_size)
+    stats = learner.learn(bx, by)
+    assert stats.undone is not None
+    assert torch.equal(state_vector(learner), before)
