@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -142,6 +143,22 @@ def test_a_store_that_is_down_fails_a_save_in_seconds(monkeypatch, tmp_path) -> 
             store.latest()
     # 3 attempts with "standard" backoff (≤ 1 s, ≤ 2 s) against a refused port: never a hang
     assert took < 8, took
+
+
+def test_a_store_that_accepts_but_never_answers_fails_a_save_after_the_read_timeout(monkeypatch) -> None:
+    from streamlearn.checkpoint import s3 as s3_storage
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel completes the handshake; nobody ever answers
+        use_endpoint(monkeypatch, f"http://127.0.0.1:{hung.getsockname()[1]}")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # the standard variable; 3 attempts by default
+        store = ck.CheckpointStore("s3://hung/p")
+        t0 = time.monotonic()
+        with pytest.raises(CheckpointError, match="timed out"):
+            store.save(state(1), examples=1)
+        took = time.monotonic() - t0
+    assert s3_storage.READ_TIMEOUT_S <= took < s3_storage.READ_TIMEOUT_S + 3, took
 
 
 def test_polling_the_newest_checkpoint_costs_one_list_and_reads_only_when_it_changed(s3) -> None:

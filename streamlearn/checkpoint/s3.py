@@ -45,9 +45,11 @@ OBJECT_URL_SCHEME = "s3://"
 
 #: seconds to open a connection: a live endpoint answers in milliseconds
 CONNECT_TIMEOUT_S = 2.0
-#: seconds a socket may wait for the next bytes (not the whole transfer)
-READ_TIMEOUT_S = 10.0
-#: attempts per request, first one included (botocore "standard" retries: throttling, 5xx, resets)
+#: seconds a socket may wait for the next bytes (not the whole transfer); S3 answers a PUT or starts a
+#: GET well within it, and a hung store then costs at most attempts × this per call
+READ_TIMEOUT_S = 5.0
+#: attempts per request, first one included (botocore "standard" retries: throttling, 5xx, resets);
+#: the standard variable ``AWS_MAX_ATTEMPTS`` overrides it
 MAX_ATTEMPTS = 3
 
 
@@ -55,7 +57,10 @@ def make_client() -> Any:
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        retries={
+            "mode": "standard",
+            "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or MAX_ATTEMPTS),
+        },
         # Integrity comes from Content-MD5 (every S3 API checks it) and our own SHA-256 on read; the
         # newer default CRC checksum headers are rejected by some S3-compatible servers.
         request_checksum_calculation="when_required",
