@@ -132,6 +132,8 @@ class ObjectPath(PosixPath):
         return p
 
     def __str__(self) -> str:
+        if not hasattr(self, "_bucket"):  # a derived path (.parent, .with_name): plain parts, no client
+            return f"{OBJECT_URL_SCHEME}{super().__str__()}"
         return f"{OBJECT_URL_SCHEME}{self._bucket}/{self._key}"
 
     def read_bytes(self) -> bytes:
