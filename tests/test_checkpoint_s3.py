@@ -169,7 +169,8 @@ def test_polling_the_newest_checkpoint_costs_one_list_and_reads_only_when_it_cha
     url = f"s3://{s3.bucket}/replica"
     learner = Daemon(load_config_dict({"learner": {"name": "er"}, "checkpoint": {"dir": url}}, "test"))
     learner.learner.learn(torch.rand(2, 784), torch.tensor([0, 1]))
-    learner.store.save(learner.state({}), 2)
+    writer = ck.CheckpointStore(url)
+    writer.save(learner.state({}), 2)
     source = CheckpointSource(url, Predictor(learner.cfg.model))  # the replica, unchanged
     calls: Counter[str] = Counter()
     source.store.storage.client.meta.events.register(
@@ -180,7 +181,7 @@ def test_polling_the_newest_checkpoint_costs_one_list_and_reads_only_when_it_cha
     assert not source.poll() and not source.poll()
     assert calls == {"ListObjectsV2": 3, "GetObject": 1}  # nothing new: no download
     learner.learner.learn(torch.rand(2, 784), torch.tensor([1, 0]))
-    learner.store.save(learner.state({}), 4)
+    writer.save(learner.state({}), 4)
     assert source.poll() and source.loaded is not None and source.loaded.examples == 4
     assert calls == {"ListObjectsV2": 4, "GetObject": 2}
     assert source.admin("reload")[1]["checkpoint"] == "ckpt-000000000004-000002.slc"

@@ -15,6 +15,7 @@ and the committed offsets never disagree in the direction that loses examples.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import re
 from collections.abc import Iterable
@@ -100,6 +101,9 @@ class CheckpointStore:
         self.dir = self.storage.location
         self.keep = max(1, int(keep))
         self._seq = 0
+        #: the checkpoints in the location after this writer's last save: one learner writes a
+        #: location, so later saves need no listing (one S3 LIST less per checkpoint)
+        self._kept: list[CheckpointInfo] | None = None
 
     def list(self) -> list[CheckpointInfo]:
         """Complete checkpoints, oldest first: one directory read or one S3 LIST, no reads."""
@@ -117,7 +121,7 @@ class CheckpointStore:
     def save(self, state: dict[str, Any], examples: int) -> Path:
         """Write atomically and durably; raise CheckpointError (and leave older ones) on failure."""
         blob = encode(state)
-        existing = self.list()
+        existing = self.list() if self._kept is None else self._kept
         # seq disambiguates two checkpoints at the same example count (e.g. SIGTERM right after one)
         self._seq = max([self._seq, *[c.seq for c in existing if c.examples == examples]]) + 1
         seq = self._seq % 1_000_000
@@ -125,8 +129,7 @@ class CheckpointStore:
             path = self.storage.put(f"ckpt-{examples:012d}-{seq:06d}.slc", blob)
         except OSError as exc:
             raise CheckpointError(f"cannot write checkpoint in {self.dir}: {exc.strerror or exc}") from exc
-        # the listing taken before the write is current: one learner writes a location
-        self._prune([*existing, CheckpointInfo(path, examples, seq)])
+        self._kept = self._prune([*existing, CheckpointInfo(path, examples, seq)])
         return path
 
     def remove_stale_temporaries(self) -> int:
@@ -140,12 +143,17 @@ class CheckpointStore:
             log.warning("could not clean up interrupted checkpoint writes in %s: %s", self.dir, exc)
             return 0
 
-    def _prune(self, found: Iterable[CheckpointInfo]) -> None:
-        for old in sorted(found, key=lambda c: (c.examples, c.seq))[: -self.keep]:
+    def _prune(self, found: Iterable[CheckpointInfo]) -> builtins.list[CheckpointInfo]:
+        """Remove all but the newest ``keep``; returns what is left (a failed removal stays listed)."""
+        ordered = sorted(found, key=lambda c: (c.examples, c.seq))
+        stuck = []
+        for old in ordered[: -self.keep]:
             try:
-                old.path.unlink()
+                old.path.unlink(missing_ok=True)
             except OSError as exc:  # never fatal: an extra old checkpoint costs only space
                 log.warning("could not remove old checkpoint %s: %s", old.path, exc)
+                stuck.append(old)  # tried again at the next save
+        return stuck + ordered[-self.keep :]
 
     def latest_info(self) -> CheckpointInfo | None:
         """The newest complete checkpoint, not yet verified: cheap enough to poll (one listing)."""
