@@ -370,7 +370,8 @@ def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
         description="Verify a checkpoint (checksum, safe load) and print its contents: learner, "
         "hyper-parameters, "
         "examples learned, replay buffer, label map, offsets, counters, metrics. PATH may be a "
-        "checkpoint file or a directory (its newest good checkpoint).",
+        "checkpoint file or a directory (its newest good checkpoint), or the same in object storage: "
+        "s3://BUCKET/PREFIX[/ckpt-….slc] (endpoint and credentials from the AWS_* variables).",
     )
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="one JSON object instead of indented text")
@@ -378,20 +379,9 @@ def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_checkpoint_inspect(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from streamlearn.checkpoint import describe, find
 
-    from streamlearn.checkpoint import CheckpointStore, describe, read
-    from streamlearn.errors import CheckpointError
-
-    path = Path(args.path)
-    if path.is_dir():
-        found = CheckpointStore(path).latest()
-        if found is None:
-            raise CheckpointError(f"{path}: no usable checkpoint")
-        info, state = found
-        path = info.path
-    else:
-        state = read(path)
+    path, state = find(args.path)
     out = {"path": str(path), **describe(state)}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2, default=str))
     return 0

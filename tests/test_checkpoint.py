@@ -104,3 +104,19 @@ def test_a_half_written_temporary_left_by_a_crash_is_removed_at_start(tmp_path) 
     assert not torn.exists() and good.exists()
     found = store.latest()
     assert found is not None and found[1]["offsets"] == {"t:0": 5}
+
+
+def test_a_writer_lists_its_location_once_then_keeps_track_of_its_own_saves(tmp_path) -> None:
+    store = ck.CheckpointStore(tmp_path, keep=2)
+    store.save(state(0), examples=1)  # a checkpoint the previous run left
+    writer = ck.CheckpointStore(tmp_path, keep=2)
+    listings = []
+    real_list = writer.storage.list
+    writer.storage.list = lambda: listings.append(1) or real_list()  # type: ignore[method-assign]
+    for i in range(1, 5):
+        writer.save(state(i), examples=i * 100)
+    assert len(listings) == 1  # the first save only
+    assert [c.examples for c in writer.list()] == [300, 400]  # the old run's checkpoint pruned too
+    (tmp_path / writer.list()[0].path.name).unlink()  # removed behind the writer's back: no harm
+    writer.save(state(5), examples=500)
+    assert [c.examples for c in writer.list()] == [400, 500]
