@@ -81,10 +81,15 @@ def scrape(port: int) -> Samples:
     }
 
 
-def wait_for(pred: Callable[[], bool], timeout_s: float = 30.0) -> None:
+def wait_for(
+    pred: Callable[[], bool], timeout_s: float = 30.0, show: Callable[[], object] | None = None
+) -> None:
+    """Poll ``pred`` until true; on timeout the message includes ``show()`` (what was seen instead)."""
     deadline = time.monotonic() + timeout_s
     while not pred():
-        assert time.monotonic() < deadline, f"condition not reached in {timeout_s} s"
+        if time.monotonic() > deadline:
+            seen = f"; saw {show()!r}" if show is not None else ""
+            raise AssertionError(f"condition not reached in {timeout_s} s{seen}")
         time.sleep(0.1)
 
 

@@ -31,10 +31,9 @@ from streamlearn.daemon import Daemon
 from streamlearn.ingest.broker import EmbeddedBroker, create_topic, find_free_port
 from streamlearn.ingest.deadletter import DeadLetterError, DeadLetterSink
 from streamlearn.produce import produce, stream_messages
-from tests.integration.daemon_process import DaemonLog, scrape, start_daemon
+from tests.integration.daemon_process import DaemonLog, scrape, start_daemon, wait_for
 from tests.integration.test_admin import TOKEN, post
 from tests.integration.test_daemon import committed, make_config, read_topic
-from tests.integration.test_replica import wait_for
 from tests.integration.test_serving import BAD, request, samples
 
 pytestmark = pytest.mark.integration
@@ -247,7 +246,11 @@ def test_checkpoints_written_during_an_outage_are_committed_after_it(durable_bro
 
         broker.start()  # same port, same S3 data: the group's commit from before the outage is kept
         wait_for(lambda: _metric(port, "streamlearn_broker_up") == 1, 30)
-        wait_for(lambda: committed(broker, group, topic) == 250, 30)
+
+        def in_group() -> int | None:
+            return committed(broker, group, topic)
+
+        wait_for(lambda: in_group() == 250, 30, show=in_group)
         # the deferred commit moved it, not a new checkpoint
         assert _metric(port, "streamlearn_checkpoints_written_total") == written + 1
     finally:

@@ -237,7 +237,7 @@ def _learn_to_the_end(config: dict[str, Any], tmp_path: Path, topic: str, n: int
     m = re.fullmatch(r"checkpoint offset (\d+)", origin)
     assert m, f"did not resume from a checkpoint: {origin!r}"
     offset = ("streamlearn_consumer_offset", (("partition", "0"), ("topic", topic)))
-    wait_for(lambda: scrape(port).get(offset) == n, 240)
+    wait_for(lambda: scrape(port).get(offset) == n, 240, show=lambda: scrape(port).get(offset))
     consumed = scrape(port)[("streamlearn_examples_consumed_total", ())]
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
@@ -384,7 +384,8 @@ def test_kill_9_of_the_learner_closes_its_prediction_port(broker, topic, tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     t0 = time.monotonic()
-    wait_for(lambda: not accepts(port), 5.0)  # the parent-death signal is immediate; the watchdog ~1 s
+    # the parent-death signal is immediate; the server's watchdog polls every 0.5 s
+    wait_for(lambda: not accepts(port), 5.0, show=lambda: f"port {port} still accepts connections")
     print(f"prediction port closed {time.monotonic() - t0:.2f} s after the learner's SIGKILL")
 
 
