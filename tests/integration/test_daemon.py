@@ -312,7 +312,7 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_one_before(broker, to
     """SIGKILL while the temporary file of a checkpoint is being written (a wide model makes it ~30 MB,
     so the write takes a while): the half-written file is never loaded, the restart removes it and
     resumes from the previous checkpoint, and the model ends bit-identical to an uninterrupted run."""
-    n = 600
+    n = 400  # checkpoints fall due per poll of up to 100 records: at 100, 200, 300, 400
     produce(stream_messages("rotated-mnist-10k", 1), broker.bootstrap_servers, topic, limit=n, progress=None)
     base = make_config(
         broker,
