@@ -23,9 +23,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/streamlearn demo
 
-# Loopback only: the tests that ask the package index (marker `network`) run in `make audit-test`.
+# Minutes at most, loopback only: the soak (marker `slow`) runs in `make test-all`, the tests that ask
+# the package index (marker `network`) in `make audit-test`.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not network" -q
+	$(BIN)/python -m pytest -m "not slow and not network" -q
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
