@@ -13,6 +13,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 IGNORE = ROOT / "security" / "pip-audit-ignore.txt"
@@ -54,6 +56,7 @@ def test_lock_pins_every_installed_distribution() -> None:
     assert not wrong, f"installed, not pinned in requirements.lock (run `make lock`, `make audit`): {wrong}"
 
 
+@pytest.mark.network  # asks PyPI: run by `make audit-test`, not `make test`
 def test_audit_finds_no_unaccepted_vulnerability() -> None:
     proc = _audit("--allow-unaudited")
     report = proc.stdout + proc.stderr
@@ -77,6 +80,7 @@ def test_ignore_file_entries_all_have_reasons() -> None:
             assert len(reason.strip()) >= 10, f"{key}: needs a reason"
 
 
+@pytest.mark.network  # asks PyPI: run by `make audit-test`, not `make test`
 def test_audit_fails_on_a_known_vulnerable_pin(tmp_path: Path) -> None:
     """The gate can fail: pycrypto 2.6.1 (its project's last release) has PYSEC-2017-94, unfixed."""
     lock = tmp_path / "requirements.lock"

@@ -559,7 +559,24 @@ def build() -> dict[str, Any]:
             "second). While it is 0 the learner serves predictions but learns nothing, reports not "
             "ready, and defers offset commits; it reconnects by itself.",
         ),
-        w=24,
+        w=12,
+        h=6,
+    )
+    L.add(
+        timeseries(
+            "Offset resets",
+            targets(
+                (
+                    f"increase(streamlearn_offset_resets_total[{RI}])",
+                    "{{topic}}/{{partition}} to {{policy}}",
+                ),
+            ),
+            min_=0,
+            description="Positions moved because they left the log (topic recreated, retention passed "
+            "them) under kafka.offset_out_of_range earliest/latest: each reset skipped or re-read "
+            "messages. No series until the first reset.",
+        ),
+        w=12,
         h=6,
     )
 

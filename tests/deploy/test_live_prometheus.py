@@ -55,6 +55,9 @@ def _learner_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
     m.broker_up.set(1)
     m.broker_outages.inc(0)
     m.serve_restarts.inc(0)
+    # A reset has no series until it happens; export one at 0 so the "Offset resets" panel's query is
+    # checked against the real name and labels (the integration test's daemon never resets).
+    m.offset_resets.labels(topic="examples", partition="0", policy="earliest").inc(0)
     s.ready.set(1)
     state = {"version": 0}
 
@@ -247,3 +250,27 @@ def test_alert_expression_evaluates_on_real_series(prom: _Prometheus, rule: dict
 @pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
 def test_alert_is_quiet_while_healthy(prom: _Prometheus, rule: dict[str, Any]) -> None:
     assert prom.query(rule["expr"]) == [], f"{rule['alert']} fires on healthy metrics"
+
+
+def _rules(prom: _Prometheus) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"{prom.url}/api/v1/rules?type=alert", timeout=10) as resp:
+        return [r for g in json.load(resp)["data"]["groups"] for r in g["rules"]]
+
+
+def test_prometheus_itself_holds_every_rule_inactive_while_healthy(prom: _Prometheus) -> None:
+    """Prometheus's own rule evaluation, not our reading of the expressions: every alert rule has been
+    evaluated on these series and is neither pending nor firing."""
+    started = time.time()
+    # Rules evaluate every SCRAPE; wait for two evaluations after this point so none is still unevaluated.
+    while True:
+        rules = _rules(prom)
+        stamps = [r.get("lastEvaluation", "") for r in rules]
+        if all(s and not s.startswith("0001-") for s in stamps) and time.time() - started >= 1.0:
+            break
+        assert time.time() - started < 30, f"rules not evaluated in 30 s: {stamps}"
+        time.sleep(0.25)
+    assert {r["name"] for r in rules} == {r["alert"] for r in _alerts()}
+    active = [(r["name"], r["state"], r.get("alerts")) for r in rules if r["state"] != "inactive"]
+    assert not active, f"alerts pending or firing on healthy metrics: {active}"
+    with urllib.request.urlopen(f"{prom.url}/api/v1/alerts", timeout=10) as resp:
+        assert json.load(resp)["data"]["alerts"] == []

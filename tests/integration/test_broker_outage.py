@@ -31,8 +31,9 @@ from streamlearn.daemon import Daemon
 from streamlearn.ingest.broker import EmbeddedBroker, create_topic, find_free_port
 from streamlearn.ingest.deadletter import DeadLetterError, DeadLetterSink
 from streamlearn.produce import produce, stream_messages
+from tests.integration.daemon_process import DaemonLog, scrape, start_daemon, wait_for
+from tests.integration.test_admin import TOKEN, post
 from tests.integration.test_daemon import committed, make_config, read_topic
-from tests.integration.test_replica import wait_for
 from tests.integration.test_serving import BAD, request, samples
 
 pytestmark = pytest.mark.integration
@@ -154,9 +155,10 @@ def test_daemon_rides_out_a_broker_crash(durable_broker, tmp_path) -> None:
     runner = threading.Thread(target=lambda: result.update(daemon.run()))
     runner.start()
     try:
-        wait_for(lambda: daemon.learned == 300 and daemon.serve_port is not None, 60)
+        wait_for(lambda: daemon.serve_port is not None, 60)
         port = daemon.serve_port
         assert port is not None
+        wait_for(lambda: _metric(port, "streamlearn_examples_learned_total") == 300, 60)
         wait_for(lambda: committed(broker, cfg["kafka"]["group_id"], topic) == 303, 30)
         assert _ready(port) == 200 and _metric(port, "streamlearn_broker_up") == 1
 
@@ -167,15 +169,23 @@ def test_daemon_rides_out_a_broker_crash(durable_broker, tmp_path) -> None:
         status, body = request(port, "POST", "/predict", {"x": stream[0]["x"]})
         assert status == 200, body
         assert _metric(port, "streamlearn_broker_outages_total") == 1
-        time.sleep(2.5)  # periodic checkpoints fall due while it is down: written, commit deferred
-        assert runner.is_alive()
+        # Periodic checkpoints (every second) fall due while it is down: they are still written.
+        written = _metric(port, "streamlearn_checkpoints_written_total")
+        wait_for(lambda: _metric(port, "streamlearn_checkpoints_written_total") >= written + 2, 15)
+        assert _metric(port, "streamlearn_broker_up") == 0 and runner.is_alive()
 
         broker.start()  # same port, same S3 data
         wait_for(lambda: _metric(port, "streamlearn_broker_up") == 1, 30)
         wait_for(lambda: _ready(port) == 200, 10)
 
         produce([*stream[300:600], BAD[0], BAD[1]], broker.bootstrap_servers, topic, progress=None)
-        wait_for(lambda: daemon.learned == 600 and daemon.consumed == 605, 60)
+        wait_for(
+            lambda: (
+                _metric(port, "streamlearn_examples_learned_total") == 600
+                and _metric(port, "streamlearn_examples_consumed_total") == 605
+            ),
+            60,
+        )
     finally:
         daemon.request_stop()
         runner.join(timeout=60)
@@ -190,6 +200,63 @@ def test_daemon_rides_out_a_broker_crash(durable_broker, tmp_path) -> None:
         f"{topic}:0:{o}" for o in (0, 1, 2, 303 + 300, 303 + 301)
     )
     assert result["checkpoint_failures"] == 0
+
+
+def test_checkpoints_written_during_an_outage_are_committed_after_it(durable_broker, tmp_path) -> None:
+    """A checkpoint taken during the outage is written (file and metric) although its offsets cannot be
+    committed; once the broker is back, with nothing new to learn and no checkpoint falling due, the
+    group's committed offset catches up to it. Checkpoints are taken on request (POST
+    /v2/admin/checkpoint), never periodically, so what moves the committed offset is known."""
+    broker = durable_broker
+    topic = f"examples-{uuid.uuid4().hex[:8]}"
+    create_topic(broker.bootstrap_servers, topic)
+    cfg = make_config(
+        broker,
+        topic,
+        tmp_path,
+        checkpoint={"every_examples": 100_000, "every_seconds": 3600},  # no periodic checkpoint
+        serve={"auth_token": TOKEN},
+    )
+    group, key = cfg["kafka"]["group_id"], f"{topic}:0"
+    offset = ("streamlearn_consumer_offset", (("partition", "0"), ("topic", topic)))
+    store = CheckpointStore(cfg["checkpoint"]["dir"])
+    stream = list(stream_messages("rotated-mnist-10k", 1))
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = start_daemon(path)
+    try:
+        port = DaemonLog(proc).port()
+        produce(stream[:100], broker.bootstrap_servers, topic, progress=None)
+        wait_for(lambda: scrape(port).get(offset) == 100, 60)
+        status, body = post(port, "/v2/admin/checkpoint", TOKEN)
+        assert status == 200 and body["checkpoint"] == "written", body
+        assert committed(broker, group, topic) == 100
+        produce(stream[100:250], broker.bootstrap_servers, topic, progress=None)
+        wait_for(lambda: scrape(port).get(offset) == 250, 60)
+
+        broker.kill()
+        wait_for(lambda: _metric(port, "streamlearn_broker_up") == 0, 15)
+        written = _metric(port, "streamlearn_checkpoints_written_total")
+        status, body = post(port, "/v2/admin/checkpoint", TOKEN)
+        assert status == 200 and body["checkpoint"] == "written", body
+        wait_for(lambda: _metric(port, "streamlearn_checkpoints_written_total") == written + 1, 10)
+        latest = store.latest()
+        assert latest is not None and latest[1]["offsets"] == {key: 250}
+        assert _metric(port, "streamlearn_broker_up") == 0
+
+        broker.start()  # same port, same S3 data: the group's commit from before the outage is kept
+        wait_for(lambda: _metric(port, "streamlearn_broker_up") == 1, 30)
+
+        def in_group() -> int | None:
+            return committed(broker, group, topic)
+
+        wait_for(lambda: in_group() == 250, 30, show=in_group)
+        # the deferred commit moved it, not a new checkpoint
+        assert _metric(port, "streamlearn_checkpoints_written_total") == written + 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
 
 
 def test_daemon_killed_during_an_outage_resumes_from_its_checkpoint(durable_broker, tmp_path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from streamlearn.daemon import Daemon
 from streamlearn.ingest.broker import create_topic
 from streamlearn.ingest.deadletter import MAX_VALUE_BYTES
 from streamlearn.produce import produce, stream_messages
+from tests.integration.daemon_process import DaemonLog, accepts, scrape, start_daemon, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -173,30 +175,15 @@ def _reap_daemons():
 
 
 def _start(config: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ, STREAMLEARN_LOG_LEVEL="INFO")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlearn.cli", "run", "-c", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    proc = start_daemon(config)
     _STARTED.append(proc)
     return proc
 
 
 def _wait_for(proc: subprocess.Popen[str], needle: str, timeout_s: float = 60.0) -> list[str]:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not seen:\n{''.join(lines[-30:])}")
+    log = DaemonLog(proc)
+    log.wait_for(re.escape(needle), timeout_s)
+    return log.lines
 
 
 def _final_params(ckpt_dir: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -223,6 +210,39 @@ def test_a_message_too_big_for_the_dead_letter_topic_is_dead_lettered_truncated(
     assert headers["streamlearn.source.offset"] == "1" and letter.value == big[: len(letter.value)]
     assert len(letter.value) == MAX_VALUE_BYTES
     assert committed(broker, cfg["kafka"]["group_id"], topic) == 21
+
+
+def _resumed_from(log: DaemonLog, topic: str) -> str:
+    """Where the daemon says it starts reading partition 0 ("checkpoint offset K", "beginning ...")."""
+    return log.wait_for(rf"consuming {re.escape(topic)}:0 from (.+)$")[1].strip()
+
+
+def _checkpointed_offset(ckpt_dir: str, topic: str) -> int | None:
+    found = CheckpointStore(ckpt_dir).latest()
+    return None if found is None else int(found[1]["offsets"][f"{topic}:0"])
+
+
+def _learn_to_the_end(config: dict[str, Any], tmp_path: Path, topic: str, n: int) -> tuple[int, float]:
+    """Run the daemon until everything is learned; (offset it resumed from, messages it consumed).
+
+    Without runtime.max_examples, so the process stays up and its own /metrics can be read once the
+    consumer offset reaches n; then SIGTERM (a final checkpoint) and exit 0.
+    """
+    final = json.loads(json.dumps(config))
+    final["runtime"].pop("max_examples", None)
+    proc = _start(_write_config(final, tmp_path, "to-the-end"))
+    log = DaemonLog(proc)
+    port = log.port()
+    origin = _resumed_from(log, topic)
+    m = re.fullmatch(r"checkpoint offset (\d+)", origin)
+    assert m, f"did not resume from a checkpoint: {origin!r}"
+    offset = ("streamlearn_consumer_offset", (("partition", "0"), ("topic", topic)))
+    wait_for(lambda: scrape(port).get(offset) == n, 240, show=lambda: scrape(port).get(offset))
+    consumed = scrape(port)[("streamlearn_examples_consumed_total", ())]
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:]
+    return int(m[1]), consumed
 
 
 @pytest.mark.parametrize("learner,hparams", [("mer", {"batches_per_example": 2}), ("lamaml", {"glances": 2})])
@@ -254,26 +274,119 @@ def test_kill_9_at_random_points_loses_nothing_and_learns_nothing_twice(
     reference, _ = _final_params(straight["checkpoint"]["dir"])
 
     config = _write_config(base, tmp_path, "crashy")
+    ckpt_dir = base["checkpoint"]["dir"]
     rng = random.Random(0)
-    kills = 0
+    resumed = []
     for _ in range(3):
+        on_disk = _checkpointed_offset(ckpt_dir, topic)
         proc = _start(config)
-        _wait_for(proc, "consuming")
-        time.sleep(rng.uniform(0.2, 1.0))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        log = DaemonLog(proc)
+        origin = _resumed_from(log, topic)
+        if on_disk is None:
+            assert origin.startswith("beginning"), origin
+        else:
+            # A resume, not a re-learn from offset 0: the newest checkpoint's offset, inside the stream.
+            assert origin == f"checkpoint offset {on_disk}" and 0 < on_disk < n, (origin, on_disk)
+            resumed.append(on_disk)
+        log.wait_for(r"checkpoint \(periodic\)")  # so that the kill leaves something to resume from
+        time.sleep(rng.uniform(0.0, 0.5))
+        assert proc.poll() is None, "the daemon finished before it could be killed: make the stream longer"
+        proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    assert kills >= 2, "the daemon finished before it could be killed: make the stream longer"
-    proc = _start(config)
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out[-3000:]
-    params, state = _final_params(base["checkpoint"]["dir"])
+    assert resumed == sorted(resumed) and len(resumed) == 2, resumed
+
+    k = _checkpointed_offset(ckpt_dir, topic)
+    assert k is not None and resumed[-1] < k < n
+    start, consumed = _learn_to_the_end(base, tmp_path, topic, n)
+    assert start == k
+    assert consumed == n - k < n, "the last run read only what its checkpoint had not learned"
+    params, state = _final_params(ckpt_dir)
     assert state["learner"]["examples"] == n, "learned count equals produced count"
     assert state["offsets"] == {f"{topic}:0": n}
-    for k, v in reference.items():
-        assert torch.equal(v, params[k]), f"{k} differs from the uninterrupted run"
+    for name, v in reference.items():
+        assert torch.equal(v, params[name]), f"{name} differs from the uninterrupted run"
     assert committed(broker, base["kafka"]["group_id"], topic) == n
+
+
+def test_kill_9_during_a_checkpoint_write_resumes_from_the_one_before(broker, topic, tmp_path) -> None:
+    """SIGKILL while the temporary file of a checkpoint is being written (a wide model makes it ~30 MB,
+    so the write takes a while): the half-written file is never loaded, the restart removes it and
+    resumes from the previous checkpoint, and the model ends bit-identical to an uninterrupted run."""
+    n = 400  # checkpoints fall due per poll of up to 100 records: at 100, 200, 300, 400
+    produce(stream_messages("rotated-mnist-10k", 1), broker.bootstrap_servers, topic, limit=n, progress=None)
+    base = make_config(
+        broker,
+        topic,
+        tmp_path,
+        model={"hidden": [2500, 2500]},
+        learner={"name": "sgd"},
+        checkpoint={"every_examples": 60, "keep": 10},
+        runtime={"max_examples": n},
+    )
+    straight = json.loads(json.dumps(base))
+    straight["checkpoint"]["dir"] = str(tmp_path / "straight")
+    straight["kafka"]["group_id"] += "-straight"
+    run_in_thread(straight)
+    reference, _ = _final_params(straight["checkpoint"]["dir"])
+
+    ckpt_dir = Path(base["checkpoint"]["dir"])
+    config = _write_config(base, tmp_path, "crashy")
+    for _attempt in range(3):  # a kill can land just after the rename; then try the next write
+        proc = _start(config)
+        DaemonLog(proc).wait_for(r"consuming ")
+        # The first checkpoint finished (a .slc exists), then the next one's temporary file appears:
+        # the name pattern of streamlearn/checkpoint.py, ".ckpt-<examples>-<seq>.slc.<pid>.tmp".
+        tmp_name = re.compile(rf"^\.ckpt-\d{{12}}-\d{{6}}\.slc\.{proc.pid}\.tmp$")
+        deadline = time.monotonic() + 120
+        caught = None
+        while caught is None and proc.poll() is None and time.monotonic() < deadline:
+            names = os.listdir(ckpt_dir) if ckpt_dir.is_dir() else []
+            if any(x.endswith(".slc") for x in names):
+                caught = next((x for x in names if tmp_name.match(x)), None)
+        assert caught is not None, "no checkpoint write seen before the daemon finished"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if (ckpt_dir / caught).exists():
+            break
+    else:
+        pytest.fail("three kills all landed after the rename: make the checkpoint bigger")
+
+    before = CheckpointStore(ckpt_dir).latest()
+    assert before is not None
+    k = int(before[1]["offsets"][f"{topic}:0"])
+    assert 0 < k < n
+    assert int(caught.split("-")[1]) > k, "the half-written file was the newer checkpoint"
+    proc = _start(config)
+    log = DaemonLog(proc)
+    log.wait_for(r"removed 1 half-written checkpoint file")
+    assert _resumed_from(log, topic) == f"checkpoint offset {k}"
+    proc.wait(timeout=240)
+    assert proc.returncode == 0, "".join(log.lines[-30:])
+    assert not (ckpt_dir / caught).exists()
+    params, state = _final_params(str(ckpt_dir))
+    assert state["learner"]["examples"] == n and state["offsets"] == {f"{topic}:0": n}
+    for name, v in reference.items():
+        assert torch.equal(v, params[name]), f"{name} differs from the uninterrupted run"
+    assert committed(broker, base["kafka"]["group_id"], topic) == n
+
+
+def test_kill_9_of_the_learner_closes_its_prediction_port(broker, topic, tmp_path) -> None:
+    """README: the learner dies -> its prediction server exits with it (no stale model answers)."""
+    produce(
+        stream_messages("rotated-mnist-10k", 1), broker.bootstrap_servers, topic, limit=200, progress=None
+    )
+    cfg = make_config(broker, topic, tmp_path)
+    proc = _start(_write_config(cfg, tmp_path, "doomed"))
+    log = DaemonLog(proc)
+    port = log.port()
+    log.wait_for(r"consuming ")
+    wait_for(lambda: ("streamlearn_ready", ()) in scrape(port), 30)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    t0 = time.monotonic()
+    # the parent-death signal is immediate; the server's watchdog polls every 0.5 s
+    wait_for(lambda: not accepts(port), 5.0, show=lambda: f"port {port} still accepts connections")
+    print(f"prediction port closed {time.monotonic() - t0:.2f} s after the learner's SIGKILL")
 
 
 def test_sigterm_checkpoints_commits_and_exits_0(broker, topic, tmp_path) -> None:
