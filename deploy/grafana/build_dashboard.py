@@ -580,6 +580,37 @@ def build() -> dict[str, Any]:
         h=6,
     )
 
+    L.row("Guardrails")
+    L.add(
+        timeseries(
+            "Updates undone by the non-finite guard",
+            targets(
+                (f"increase(streamlearn_updates_undone_total[{RI}])", "undone {{instance}}"),
+                (
+                    f'increase(streamlearn_examples_rejected_total{{reason="non_finite_update"}}[{RI}])',
+                    "messages dead-lettered {{instance}}",
+                ),
+            ),
+            min_=0,
+            description="Updates that would have left a non-finite value, or one beyond "
+            "guard.max_abs_value, in the model or its replay memory: undone exactly, their messages "
+            "dead-lettered with reason non_finite_update. A producer sending unscaled or corrupt "
+            "features shows here first; alert UpdatesUndone.",
+        ),
+        w=12,
+        h=6,
+    )
+    L.add(
+        stat(
+            "Examples the model has learned",
+            targets(("streamlearn_model_examples_learned", "{{instance}}")),
+            description="In the model's whole life, restored from its checkpoint (the "
+            "examples_learned_total counter restarts at 0 with the process).",
+        ),
+        w=12,
+        h=6,
+    )
+
     L.row("Checkpoints")
     L.add(
         timeseries(

@@ -58,6 +58,9 @@ def _learner_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
     # A reset has no series until it happens; export one at 0 so the "Offset resets" panel's query is
     # checked against the real name and labels (the integration test's daemon never resets).
     m.offset_resets.labels(topic="examples", partition="0", policy="earliest").inc(0)
+    m.updates_undone.inc(0)
+    m.rejected.labels(reason="non_finite_update").inc(0)
+    m.model_learned.set(12345)
     s.ready.set(1)
     state = {"version": 0}
 
