@@ -146,6 +146,10 @@ class ServeConfig:
     max_rows: int = 1024
     #: when set, /predict and /v2/models/{name}/infer require "Authorization: Bearer <token>".
     auth_token: str | None = None
+    #: open connections at most; at the cap the longest-waiting idle or incomplete one is closed.
+    max_connections: int = 128
+    #: a request must arrive in full (line, headers, body) within this many seconds of the wait.
+    request_timeout_seconds: float = 10.0
 
 
 @dataclass
@@ -400,6 +404,7 @@ _INT_RANGES: tuple[tuple[str, int, int | None], ...] = (
     ("serve.publish_every", 1, None),
     ("serve.max_request_bytes", 1, None),
     ("serve.max_rows", 1, None),
+    ("serve.max_connections", 1, 65535),
 )
 _CHOICES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kafka.auto_offset_reset", ("earliest", "latest")),

@@ -12,7 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn.config import ModelConfig
 from streamlearn.learners import build_model
-from streamlearn.serving.http import App, ServerSettings, serve_in_thread
+from streamlearn.serving.app import App
+from streamlearn.serving.http import serve_in_thread
+from streamlearn.serving.settings import ServerSettings
 from streamlearn.serving.predictor import ModelView, Predictor, param_arrays
 
 N_IN, N_CLS = 6, 3

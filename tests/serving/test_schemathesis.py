@@ -34,7 +34,9 @@ from schemathesis.engine import events, from_schema
 
 from streamlearn.config import ModelConfig
 from streamlearn.learners import build_model
-from streamlearn.serving.http import App, ServerSettings, serve_in_thread
+from streamlearn.serving.app import App
+from streamlearn.serving.http import serve_in_thread
+from streamlearn.serving.settings import ServerSettings
 from streamlearn.serving.openapi import document
 from streamlearn.serving.predictor import Predictor, param_arrays
 from streamlearn.serving.server_process import SharedMemorySource
