@@ -3,9 +3,10 @@
 It describes exactly the routes :class:`~streamlearn.serving.app.App` answers (both read
 ``routes.ROUTES``): the model name is part of the paths (the server answers no other name), the
 row length is the model's ``n_inputs``, batches hold at most ``serve.max_rows`` rows, and the
-bearer scheme guards ``/predict`` and ``.../infer`` only when ``serve.auth_token`` is set. Request schemas are what ``api.py`` accepts
-where JSON Schema can say it; what it cannot (an infer ``shape`` that must match the number of
-``data`` values) is in the descriptions and answered with 400. Every error is ``{"error": "..."}``.
+bearer scheme guards ``/predict`` and ``.../infer`` only when ``serve.auth_token`` is set.
+Request schemas are what ``api.py`` accepts where JSON Schema can say it; what it cannot (an infer
+``shape`` that must match the number of ``data`` values) is in the descriptions and answered
+with 400. Every error is ``{"error": "..."}``.
 
 >>> from streamlearn.serving.settings import ServerSettings
 >>> s = ServerSettings("m", "mer", n_inputs=3, n_classes=2, max_request_bytes=100, max_rows=4)

@@ -14,8 +14,8 @@ from streamlearn.config import ModelConfig
 from streamlearn.learners import build_model
 from streamlearn.serving.app import App
 from streamlearn.serving.http import serve_in_thread
-from streamlearn.serving.settings import ServerSettings
 from streamlearn.serving.predictor import ModelView, Predictor, param_arrays
+from streamlearn.serving.settings import ServerSettings
 
 N_IN, N_CLS = 6, 3
 
