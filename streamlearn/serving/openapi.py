@@ -136,7 +136,11 @@ def _schemas(s: ServerSettings, labels: Sequence[str]) -> dict[str, Schema]:
         "InferInput": _obj(
             {
                 "name": {"type": "string", "examples": ["input-0"]},
-                "datatype": {"enum": ["FP32", "FP64"]},
+                "datatype": {
+                    "enum": ["FP32", "FP64"],
+                    "description": "FP64 is accepted and rounded to float32, the model's type; every value "
+                    "must be finite in float32.",
+                },
                 "shape": {
                     "description": f"[n, {n}] or [{n}]; n times {n} must be the number of data values.",
                     "oneOf": [
