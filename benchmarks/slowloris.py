@@ -16,8 +16,9 @@ The normal client sends ``POST /predict`` (one row) over a keep-alive connection
 requests/s, open loop: request i is due at t0 + i/rate and its latency counts from then (a stall
 cannot hide). Like any HTTP client it reconnects once when the server has closed its idle
 keep-alive connection (counted as ``reconnects``). The server's threads and RSS are sampled from
-``/proc`` every 100 ms; the maxima are reported with the server's connection counters. Stops by
-itself after about 3·seconds + 10 s.
+``/proc`` every 100 ms; the maxima are reported with the server's connection counters. The
+hostile connections come from a child process (this script with ``--attack``), so their loop does
+not take the measuring client's GIL. Stops by itself after about 3·seconds + 15 s.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import resource
 import selectors
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -124,7 +126,9 @@ def client(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     t0 = time.perf_counter()
     i = 0
-    while (due := t0 + i / rate) < t0 + seconds:
+    end = t0 + seconds
+    # due times within the phase; and a stalled server ends it too (requests late by 5 s: bounded)
+    while (due := t0 + i / rate) < end and time.perf_counter() < end + 5:
         i += 1
         time.sleep(max(0.0, due - time.perf_counter()))
         for attempt in (0, 1):
@@ -154,10 +158,23 @@ def client(port: int, body: bytes, rate: float, seconds: float) -> dict[str, Any
     }
 
 
+def attack(port: int, n: int, mode: str, seconds: float) -> None:
+    """The hostile side, in its own process (its loop must not steal the measuring client's GIL)."""
+    attackers = Attackers(port, n, mode == "trickle")
+    attackers.thread.start()
+    time.sleep(seconds)
+    open_now = attackers.open_count()
+    attackers.stop.set()
+    attackers.thread.join()
+    print(json.dumps({"hostile_open_client_side": open_now, "hostile_reconnects": attackers.reconnects}))
+
+
 def phase(pid: int, port: int, body: bytes, args: argparse.Namespace, mode: str) -> dict[str, Any]:
-    attackers = None if mode == "baseline" else Attackers(port, args.connections, mode == "trickle")
-    if attackers is not None:
-        attackers.thread.start()
+    attackers = None
+    if mode != "baseline":
+        cmd = [sys.executable, __file__, "--attack", mode, "--port", str(port)]
+        cmd += ["--connections", str(args.connections), "--seconds", str(args.seconds + 1.5)]
+        attackers = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         time.sleep(1.0)  # let the flood arrive before measuring
     peak = [0, 0.0]
     sampling = threading.Event()
@@ -173,10 +190,8 @@ def phase(pid: int, port: int, body: bytes, args: argparse.Namespace, mode: str)
     sampling.set()
     sampler.join()
     if attackers is not None:
-        out["hostile_open_client_side"] = attackers.open_count()
-        attackers.stop.set()
-        attackers.thread.join()
-        out["hostile_reconnects"] = attackers.reconnects
+        stdout, _ = attackers.communicate(timeout=60)
+        out.update(json.loads(stdout.strip().splitlines()[-1]))
     out["server_threads_max"], out["server_rss_mib_max"] = peak[0], round(peak[1], 1)
     out["server_counters"] = counters(port)
     return out
@@ -189,9 +204,14 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=50.0, help="normal client requests/s")
     ap.add_argument("--max-connections", type=int, default=ServeConfig.max_connections)
     ap.add_argument("--json", action="store_true", help="last line of stdout: one JSON object")
+    ap.add_argument("--attack", choices=["idle", "trickle"], help=argparse.SUPPRESS)  # the child
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.connections + 512)), hard))
+    if args.attack:
+        attack(args.port, args.connections, args.attack, args.seconds)
+        return 0
 
     cfg = Config(serve=ServeConfig(port=0, max_connections=args.max_connections))
     model = build_model(
@@ -216,12 +236,11 @@ def main() -> int:
         for mode in ("baseline", "idle", "trickle"):
             result[mode] = phase(pid, port, body, args, mode)
             r = result[mode]
-            print(
-                f"{mode:8s} p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  max {r['max_ms']:7.2f} ms  "
-                f"errors {r['errors']}  reconnects {r['reconnects']}  server threads {r['server_threads_max']} "
-                f"(idle {threads0})  RSS {r['server_rss_mib_max']} MiB (idle {rss0:.1f})",
-                flush=True,
-            )
+            latency = f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  max {r['max_ms']:7.2f} ms"
+            server = f"server threads {r['server_threads_max']} (idle {threads0})"
+            memory = f"RSS {r['server_rss_mib_max']} MiB (idle {rss0:.1f})"
+            errors = f"errors {r['errors']}  reconnects {r['reconnects']}"
+            print(f"{mode:8s} {latency}  {errors}  {server}  {memory}")
         print("server counters:", result["trickle"]["server_counters"])
         if args.json:
             print(json.dumps(result))

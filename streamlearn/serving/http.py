@@ -1,78 +1,86 @@
 """The prediction server's transport: :class:`~streamlearn.serving.app.App` over HTTP/1.1 sockets.
 
-Standard-library ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive, chosen by measurement
-(``benchmarks/serving_load.py``): a request costs a few hundred microseconds of Python, far below
-the 10 ms p99 target, and it adds no dependency. ``disable_nagle_algorithm`` matters: without it
-every keep-alive response waited for the peer's delayed ACK (44 ms here).
+The standard library's HTTP parsing (``BaseHTTPRequestHandler``) with HTTP/1.1 keep-alive, chosen
+by measurement (``benchmarks/serving_load.py``): a request costs a few hundred microseconds of
+Python, far below the 10 ms p99 target, and it adds no dependency. ``disable_nagle_algorithm``
+matters: without it every keep-alive response waited for the peer's delayed ACK (44 ms here).
 
-A thread per connection, so connections are bounded (``connections.py``: ``serve.max_connections``,
-``serve.request_timeout_seconds``). A client that hangs up before its answer is normal: it is
-counted (``streamlearn_http_client_disconnects_total``) and logged at debug level, never as a
-traceback.
+Connections wait for their requests in ``connections.WaitingRoom`` (one thread for all of them,
+bounded by ``serve.max_connections`` and ``serve.request_timeout_seconds``); a worker thread
+answers a request once it is in, and gives a keep-alive connection back to the room. A client
+that hangs up before its answer is normal: it is counted
+(``streamlearn_http_client_disconnects_total``) and logged at debug level, never as a traceback.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from io import BufferedIOBase
 from typing import Any
 
 from streamlearn.serving import api
 from streamlearn.serving.app import App, Response
-from streamlearn.serving.connections import ConnectionSlots, DeadlineReader
+from streamlearn.serving.connections import Conn, RequestReader, WaitingRoom, Workers
 
 log = logging.getLogger(__name__)
 
-#: what a connection beyond the cap gets, written without a thread (every connection is busy)
-_REFUSED = api.error_body("too many connections: every one is being answered (serve.max_connections)")
-REFUSED_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: " + str(len(_REFUSED)).encode() + b"\r\n\r\n" + _REFUSED
-)
+
+class _Writer(BufferedIOBase):
+    """``wfile``: straight to the socket, nothing buffered (so nothing to flush or lose)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sock.sendall(data)
+        return len(data)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     # Without this each keep-alive response waited ~44 ms for the client's delayed ACK.
     disable_nagle_algorithm = True
-    # Reads are bounded per request by serve.request_timeout_seconds (DeadlineReader); this bounds
-    # the rest (writing an answer to a client that does not read it) until a request sets its own.
-    timeout = 60.0
     # The standard library answers a request line it cannot parse "as HTTP/0.9": a body with no
     # status line, which no HTTP/1.x client can read. Assume 1.0 until the line says otherwise.
     default_request_version = "HTTP/1.0"
     server: _Server
-    reader: DeadlineReader
+    request: Conn
+    rfile: RequestReader  # type: ignore[assignment]
 
     def setup(self) -> None:
-        super().setup()
-        self.rfile.close()  # the plain socket file: reads go through the request deadline instead
-        self.reader = DeadlineReader(self.connection, self._timed_out)
-        self.rfile = io.BufferedReader(self.reader)
+        """One request of a connection whose request the waiting room has read (mostly) already."""
+        conn = self.request
+        self.connection = conn.sock
+        conn.sock.setblocking(True)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        deadline = conn.since + self.server.app.settings.request_timeout_seconds
+        self.rfile = RequestReader(conn, deadline, self._timed_out)
+        self.wfile = _Writer(conn.sock)
+        self.keep_alive = False
 
     def handle(self) -> None:
-        """Requests until the connection closes; a client hanging up is normal, not an error."""
-        slots, settings = self.server.slots, self.server.app.settings
+        """One request; the connection then goes back to the waiting room unless it must close."""
         self.close_connection = True
         try:
-            while slots.waiting(self.connection):
-                self.reader.arm(settings.request_timeout_seconds)
-                self.handle_one_request()
-                if self.close_connection:
-                    break
+            self.handle_one_request()
         except ConnectionError as exc:  # reset, broken pipe: the client left before its answer
             self.server.app.connections.client_disconnects.inc()
             log.debug("%s hung up: %s", self.address_string(), exc)
+            self.close_connection = True
+        self.keep_alive = not self.close_connection
 
-    def _timed_out(self, started: bool) -> None:
-        reason = "request_timeout" if started else "idle_timeout"
-        self.server.app.connections.closed.labels(reason=reason).inc()
+    def _timed_out(self) -> None:
+        self.server.app.connections.closed.labels(reason="request_timeout").inc()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -84,9 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._error("other", time.perf_counter(), code, text, close=True)
 
     def _send(self, endpoint: str, t0: float, resp: Response, *, close: bool = False) -> None:
-        if not self.server.slots.busy(self.connection):  # evicted while its request arrived
-            self.close_connection = True
-            return
+        # the client must take its answer as promptly as it had to send its request
         self.connection.settimeout(self.server.app.settings.request_timeout_seconds)
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)
@@ -143,15 +149,13 @@ class _Handler(BaseHTTPRequestHandler):
             except TimeoutError:
                 msg = f"the body did not arrive within {app.settings.request_timeout_seconds} s"
                 return self._error(endpoint, t0, 408, msg + " (serve.request_timeout_seconds)", close=True)
-            if len(body) < n:  # the client closed mid-body (or the connection was evicted)
+            if len(body) < n:  # the client closed mid-body
+                self.server.app.connections.client_disconnects.inc()
                 self.close_connection = True
                 return None
         elif self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers:
             # a body nobody reads would be parsed as the next request: answer, then drop the connection
             self.close_connection = True
-        if not self.server.slots.busy(self.connection):  # the request is in: answer it, not evictable
-            self.close_connection = True
-            return None
         if handler is None:
             what = "method not allowed" if allowed else "not found"
             return self._error(
@@ -190,8 +194,9 @@ class _Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
+    """Accepts on ``serve_forever``'s thread, hands every connection to the waiting room."""
+
     allow_reuse_address = True
     # The listen backlog: a burst of connects (most of them evicted at once) must not overflow it,
     # or a client's SYN is dropped and its connect waits a second for the retransmit.
@@ -199,29 +204,34 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], app: App) -> None:
         self.app = app
-        self.slots = ConnectionSlots(app.settings.max_connections, app.connections)
         super().__init__(addr, _Handler)
+        s = app.settings
+        self.workers = Workers(s.max_connections)
+        self.room = WaitingRoom(
+            s.max_connections, s.request_timeout_seconds, s.max_request_bytes, app.connections, self._hand_off
+        )
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """On the accepting thread: a thread for the connection if there is a slot, else 503."""
-        if self.slots.admit(request):
-            super().process_request(request, client_address)
-            return
-        try:
-            request.setblocking(False)  # never wait on this client: it gets what fits, then closed
-            request.send(REFUSED_RESPONSE)
-        except OSError:
-            pass
-        self.shutdown_request(request)
+        self.room.add(request, client_address)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _hand_off(self, conn: Conn) -> None:
+        self.workers.submit(lambda: self._answer(conn))
+
+    def _answer(self, conn: Conn) -> None:
+        """On a worker: one request, then the connection back to the room or closed."""
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release(request)
+            keep = _Handler(conn, conn.address, self).keep_alive  # type: ignore[arg-type]  # a Conn, see setup
+        except Exception:
+            self.handle_error(conn.sock, conn.address)
+            keep = False
+        if keep:
+            self.room.put_back(conn)
+            return
+        self.shutdown_request(conn.sock)
+        self.room.closed(conn)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """An exception out of a connection's thread: a client hanging up is counted; a bug logged."""
+        """An exception out of a handler: a client hanging up is counted; a bug logged."""
         exc = sys.exc_info()[1]
         if isinstance(exc, ConnectionError | TimeoutError):
             if isinstance(exc, ConnectionError):
@@ -229,6 +239,12 @@ class _Server(ThreadingHTTPServer):
             log.debug("%s: %s", client_address, exc)
             return
         log.exception("error on the connection from %s", client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        room = getattr(self, "room", None)  # None: the bind failed, nothing was started
+        if room is not None:
+            room.stop()
 
 
 def make_server(app: App, host: str, port: int) -> _Server:

@@ -19,11 +19,12 @@ class ServerSettings:
     - ``max_request_bytes``: a larger ``Content-Length`` is answered 413 without reading the body;
     - ``max_rows``: more rows in one request are answered 413;
     - ``max_connections``: open connections at most; at the cap the one that has waited longest
-      for its next request (idle keep-alive, or a request still arriving) is closed to make room,
-      and when every connection is busy answering, a new one gets 503 and is closed;
+      for a request (one still arriving or never sent first, an idle keep-alive one last) is
+      closed to make room; when all are being answered a new one waits up to a second, then 503.
+      A connection holds a thread only while its request is answered;
     - ``request_timeout_seconds``: each request must arrive in full (request line, headers, body)
       within this many seconds of the server starting to wait for it, or the connection is
-      closed; an idle keep-alive connection is closed after as long.
+      closed (408 if part of it came); an idle keep-alive connection is closed after as long.
 
     ``auth_token``: when set, predictions need ``Authorization: Bearer <token>``; the admin
     action needs it always (none set: 403).
