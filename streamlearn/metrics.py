@@ -273,8 +273,8 @@ class ConnectionMetrics:
         self.closed = Counter(
             "streamlearn_http_connections_closed",
             "Connections the server closed: evicted (the longest-waiting idle or incomplete one, to make "
-            "room at serve.max_connections), refused (503: every connection busy for a second), "
-            "request_timeout (a request not in full within serve.request_timeout_seconds: 408), "
+            "room at serve.max_connections), refused (503: every connection busy for as long as "
+            "serve.request_timeout_seconds), request_timeout (a request not in full within it: 408), "
             "idle_timeout (no request for as long).",
             ["reason"],
             registry=registry,

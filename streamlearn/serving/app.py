@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn import __version__
 from streamlearn.metrics import ConnectionMetrics, ServingMetrics, render
-from streamlearn.serving import api, openapi
+from streamlearn.serving import api, binary_tensors, openapi
 from streamlearn.serving.predictor import ModelView
 from streamlearn.serving.routes import ROUTES, pattern
 from streamlearn.serving.settings import ServerSettings
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+BINARY = "application/octet-stream"  # a JSON header, then binary tensor data
 
 
 class ModelSource(Protocol):
@@ -53,6 +54,14 @@ class ModelSource(Protocol):
         replica) and return (HTTP status, JSON body); the app has already checked the token."""
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a handler gets: the body, and the request's headers by name (case-insensitive)."""
+
+    body: bytes
+    header: Callable[[str], str | None] = lambda _name: None
+
+
 @dataclass
 class Response:
     status: int
@@ -65,7 +74,7 @@ class App:
     """The prediction API of one server over one :class:`ModelSource`; thread-safe.
 
     :meth:`route` maps (method, path) to an endpoint label and a handler by the one route table
-    (``routes.ROUTES``); a handler takes the request body and returns a :class:`Response` or
+    (``routes.ROUTES``); a handler takes a :class:`Request` and returns a :class:`Response` or
     raises ``api.ApiError`` (a 4xx with its message). The app never touches the learner: the
     source hands it immutable model views. It owns the server's registry: request, connection
     and model-version metrics, served on ``/metrics`` ahead of ``source.extra_metrics()``.
@@ -93,7 +102,7 @@ class App:
         self._guarded = {r.endpoint for r in ROUTES if r.auth}
 
     # -- dispatch -----------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> tuple[str, Callable[[bytes], Response] | None, list[str]]:
+    def route(self, method: str, path: str) -> tuple[str, Callable[[Request], Response] | None, list[str]]:
         """(endpoint label, handler or None, the methods the path has: empty if none, i.e. 404)."""
         path = path.split("?", 1)[0]
         allowed: list[str] = []
@@ -120,28 +129,33 @@ class App:
         return view
 
     # -- handlers -----------------------------------------------------------------------------
-    def _live(self, _body: bytes) -> Response:
+    def _live(self, _request: Request) -> Response:
         return Response(200, b'{"live":true}')
 
-    def _ready(self, _body: bytes) -> Response:
+    def _ready(self, _request: Request) -> Response:
         ok = self.source.ready() and self.current() is not None
         self.metrics.ready.set(int(ok))
         return Response(200 if ok else 503, orjson.dumps({"ready": ok}))
 
-    def _model_ready(self, body: bytes) -> Response:
+    def _model_ready(self, _request: Request) -> Response:
         ok = self.current() is not None
         return Response(200 if ok else 503, orjson.dumps({"name": self.settings.model_name, "ready": ok}))
 
-    def _metrics(self, _body: bytes) -> Response:
+    def _metrics(self, _request: Request) -> Response:
         view = self.current()
         self.metrics.ready.set(int(self.source.ready() and view is not None))
         self.metrics.serving_version.set(-1 if view is None else view.version)
         return Response(200, render(self.registry) + self.source.extra_metrics(), PROMETHEUS)
 
-    def _server_meta(self, _body: bytes) -> Response:
-        return Response(200, orjson.dumps({"name": "streamlearn", "version": __version__, "extensions": []}))
+    def _server_meta(self, _request: Request) -> Response:
+        return Response(
+            200,
+            orjson.dumps(
+                {"name": "streamlearn", "version": __version__, "extensions": ["binary_tensor_data"]}
+            ),
+        )
 
-    def _model_meta(self, _body: bytes) -> Response:
+    def _model_meta(self, _request: Request) -> Response:
         view = self.current()
         labels = view.labels if view is not None else ()
         version = view.version if view is not None else -1
@@ -150,7 +164,7 @@ class App:
             200, api.model_metadata(s.model_name, version, s.learner, s.n_inputs, s.n_classes, labels)
         )
 
-    def _openapi_json(self, _body: bytes) -> Response:
+    def _openapi_json(self, _request: Request) -> Response:
         view = self.current()
         labels = view.labels if view is not None else ()
         cached = self._openapi
@@ -159,7 +173,7 @@ class App:
             cached = self._openapi = (labels, orjson.dumps(doc))
         return Response(200, cached[1])
 
-    def _admin(self, _body: bytes) -> Response:
+    def _admin(self, _request: Request) -> Response:
         if self.settings.auth_token is None:  # state changes need a token: none configured, none allowed
             raise api.ApiError(403, f"POST /v2/admin/{self.admin_action} needs serve.auth_token to be set")
         status, payload = self.source.admin(self.admin_action)
@@ -171,17 +185,23 @@ class App:
             raise api.ApiError(503, "no model yet: the learner has not published one (see /v2/health/ready)")
         return view
 
-    def _predict(self, body: bytes) -> Response:
-        rows = api.parse_predict(body, n_inputs=self.settings.n_inputs, max_rows=self.settings.max_rows)
+    def _predict(self, request: Request) -> Response:
+        rows = api.parse_predict(
+            request.body, n_inputs=self.settings.n_inputs, max_rows=self.settings.max_rows
+        )
         view = self._view()
         out = api.predict_response(view.predict_proba(rows.rows), rows, view.labels, view.version)
         self.metrics.rows.inc(rows.rows.shape[0])
         return Response(200, out)
 
-    def _infer(self, body: bytes) -> Response:
-        rows = api.parse_infer(body, n_inputs=self.settings.n_inputs, max_rows=self.settings.max_rows)
+    def _infer(self, request: Request) -> Response:
+        s = self.settings
+        length = request.header(binary_tensors.HEADER)
+        rows = api.parse_infer(request.body, n_inputs=s.n_inputs, max_rows=s.max_rows, header_length=length)
         view = self._view()
         probs = view.predict_proba(rows.rows)
-        out = api.infer_response(probs, rows, view.labels, view.version, self.settings.model_name)
+        out, json_length = api.infer_response(probs, rows, view.labels, view.version, s.model_name)
         self.metrics.rows.inc(rows.rows.shape[0])
-        return Response(200, out)
+        if json_length is None:
+            return Response(200, out)
+        return Response(200, out, BINARY, ((binary_tensors.HEADER, str(json_length)),))

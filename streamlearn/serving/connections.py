@@ -12,8 +12,8 @@ At most ``serve.max_connections`` connections are open (room + answered). At the
 connection makes room by closing the longest-waiting connection in the room that has not yet had
 a request answered (a keep-alive client that has is closed only when no other remains). When every
 connection is being answered, a new one waits (in the listen backlog, no thread) up to
-``BUSY_WAIT_S`` for one to finish, so a burst of requests is answered, not refused; then it gets
-503, written without a thread.
+``serve.request_timeout_seconds`` for one to finish, so a burst of requests is answered, not
+refused; then it gets 503, written without a thread.
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ from streamlearn.serving import api
 
 log = logging.getLogger(__name__)
 
-#: how long a new connection may wait for one of ``max_connections`` busy ones to finish, then 503
-BUSY_WAIT_S = 1.0
 REASONS = ("evicted", "refused", "idle_timeout", "request_timeout")
 #: a request's head larger than this goes to a thread as it is (the handler refuses it: 414/431)
 MAX_HEAD_BYTES = 64 * 1024
@@ -147,6 +145,15 @@ class RequestReader:
         self.closed = True
 
 
+def _send_and_close(sock: socket.socket, answer: bytes = b"") -> None:
+    with contextlib.suppress(OSError):
+        if answer:
+            sock.setblocking(False)  # what fits in the send buffer; never wait on this client
+            sock.send(answer)
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
 class Workers:
     """Daemon threads that answer connections; a new one only when none is idle (at most ``limit``,
     which the connection cap guarantees: a job is an answered connection)."""
@@ -203,28 +210,33 @@ class WaitingRoom:
         self._inbox: queue.SimpleQueue[tuple[str, Conn]] = queue.SimpleQueue()
         #: connections in the room by socket, the one waiting longest first
         self._room: OrderedDict[socket.socket, Conn] = OrderedDict()
-        self._busy = 0  # handed off and not yet back or closed; only the room's thread changes it up
-        #: accepted while every connection was busy: admitted as soon as one finishes (no thread)
+        self._busy = 0  # handed off and not yet back or closed
+        #: accepted while the room was full of busy connections: let in as one finishes (no thread)
         self._parked: deque[Conn] = deque()
+        #: accepted and not yet in the room (on their way in the inbox, or parked); at most ``cap``,
+        #: beyond that the accepting thread waits and new connections wait in the listen backlog
+        self._queued = 0
         self._lock = threading.Lock()
-        self._less_busy = threading.Condition(self._lock)
+        self._space = threading.Condition(self._lock)
         self._stop = False
         self.thread = threading.Thread(target=self._run, name="http-room", daemon=True)
         self.thread.start()
 
     # -- from other threads ---------------------------------------------------------------------
     def add(self, sock: socket.socket, address: Any) -> None:
-        """A newly accepted connection (on the accepting thread). While every connection is being
-        answered it waits for one to finish (the rest wait in the listen backlog meanwhile: a
-        burst of requests is answered, not refused); after ``BUSY_WAIT_S``, 503."""
-        with self._less_busy:
-            free = self._less_busy.wait_for(lambda: self._busy < self.cap or self._stop, BUSY_WAIT_S)
-        conn = Conn(sock, address)
+        """A newly accepted connection (on the accepting thread). While ``cap`` connections are
+        already queued for the room (every one in it busy), it waits for one to get in, so the rest
+        wait in the listen backlog and a burst of requests is answered, not refused; 503 after
+        the request timeout."""
+        with self._space:
+            free = self._space.wait_for(lambda: self._queued < self.cap or self._stop, self.timeout_s)
+            if free:
+                self._queued += 1
         if free:
-            self._post("new", conn)
+            self._post("new", Conn(sock, address))
         else:
             self.metrics.closed.labels(reason="refused").inc()
-            self._send_and_close(conn, REFUSED)
+            _send_and_close(sock, REFUSED)
 
     def put_back(self, conn: Conn) -> None:
         """An answered keep-alive connection waits for its next request again."""
@@ -234,14 +246,13 @@ class WaitingRoom:
         """A handed-off connection was closed by its worker."""
         with self._lock:
             self._busy -= 1
-            self._less_busy.notify()
         self._update_open()
         self._wake()  # a parked connection may come in now
 
     def stop(self) -> None:
         with self._lock:
             self._stop = True
-            self._less_busy.notify_all()
+            self._space.notify_all()
         self._wake()
         self.thread.join(5)
 
@@ -258,7 +269,7 @@ class WaitingRoom:
         try:
             while not self._stop:
                 deadlines = [c.since + self.timeout_s for c in itertools.islice(self._room.values(), 1)]
-                deadlines += [c.since + BUSY_WAIT_S for c in itertools.islice(self._parked, 1)]
+                deadlines += [c.since + self.timeout_s for c in itertools.islice(self._parked, 1)]
                 # the first in the room waits longest: its deadline comes first
                 timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 for key, _ in self._sel.select(timeout):
@@ -268,10 +279,12 @@ class WaitingRoom:
                         self._readable(key.data)
                 self._expire()
                 while self._parked and not self._full():
+                    self._dequeue()
                     self._enter(self._parked.popleft())
         finally:
             for conn in [*self._room.values(), *self._parked]:
                 self._close(conn)
+            self._parked.clear()
             self._sel.close()
             self._wake_r.close()
             self._wake_w.close()
@@ -288,11 +301,15 @@ class WaitingRoom:
             if kind == "back":
                 with self._lock:
                     self._busy -= 1
-                    self._less_busy.notify()
                 conn.served += 1
                 self._enter(conn)
             else:
                 self._admit(conn)
+
+    def _dequeue(self) -> None:
+        with self._space:
+            self._queued -= 1
+            self._space.notify()
 
     def _full(self) -> bool:
         with self._lock:
@@ -309,15 +326,12 @@ class WaitingRoom:
             victim = next((c for c in self._room.values() if not c.served), None)
             victim = victim or next(iter(self._room.values()), None)
             if victim is None:  # every connection is being answered: it waits its turn, threadless
-                if len(self._parked) < self.cap:
-                    conn.since = time.monotonic()
-                    self._parked.append(conn)
-                else:
-                    self.metrics.closed.labels(reason="refused").inc()
-                    self._send_and_close(conn, REFUSED)
+                conn.since = time.monotonic()
+                self._parked.append(conn)  # at most cap: add() counts it as queued
                 return
             self.metrics.closed.labels(reason="evicted").inc()
             self._close(victim)
+        self._dequeue()
         self._enter(conn)
 
     def _enter(self, conn: Conn) -> None:
@@ -360,32 +374,26 @@ class WaitingRoom:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        while self._parked and self._parked[0].since + BUSY_WAIT_S <= now:
+        while self._parked and self._parked[0].since + self.timeout_s <= now:
             self.metrics.closed.labels(reason="refused").inc()
-            self._send_and_close(self._parked.popleft(), REFUSED)
+            self._dequeue()
+            _send_and_close(self._parked.popleft().sock, REFUSED)
         while self._room:
             first = next(iter(self._room.values()))
             if first.since + self.timeout_s > now:
                 return
             if first.buf:
                 self.metrics.closed.labels(reason="request_timeout").inc()
-                self._send_and_close(first, TIMED_OUT)
+                self._close(first, TIMED_OUT)
             else:
                 self.metrics.closed.labels(reason="idle_timeout").inc()
                 self._close(first)
 
-    def _send_and_close(self, conn: Conn, answer: bytes) -> None:
-        with contextlib.suppress(OSError):
-            conn.sock.setblocking(False)  # what fits in the send buffer; never wait on this client
-            conn.sock.send(answer)
-        self._close(conn)
-
-    def _close(self, conn: Conn) -> None:
+    def _close(self, conn: Conn, answer: bytes = b"") -> None:
+        """Out of the room and closed (``answer`` sent first, as far as it fits)."""
         if self._room.pop(conn.sock, None) is not None:
             self._sel.unregister(conn.sock)
-        with contextlib.suppress(OSError):
-            conn.sock.shutdown(socket.SHUT_RDWR)
-        conn.sock.close()
+        _send_and_close(conn.sock, answer)
         self._update_open()
 
     def _update_open(self) -> None:

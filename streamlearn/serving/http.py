@@ -26,7 +26,7 @@ from io import BufferedIOBase
 from typing import Any
 
 from streamlearn.serving import api
-from streamlearn.serving.app import App, Response
+from streamlearn.serving.app import App, Request, Response
 from streamlearn.serving.connections import Conn, RequestReader, WaitingRoom, Workers
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             msg = "missing or wrong bearer token (serve.auth_token)"
             return self._error(endpoint, t0, 401, msg, headers=(("WWW-Authenticate", "Bearer"),))
         try:
-            resp = handler(body)
+            resp = handler(Request(body, self.headers.get))
         except api.ApiError as exc:
             return self._error(endpoint, t0, exc.status, exc.message)
         except Exception:  # a bug must not kill the server; the learner is unaffected either way

@@ -116,23 +116,30 @@ def _schemas(s: ServerSettings, labels: Sequence[str]) -> dict[str, Schema]:
                 ),
             ]
         },
-        "InferRequest": _obj(
-            {
-                "id": {"type": ["string", "null"], "description": "Echoed back in the response."},
-                "inputs": _array(_ref("InferInput"), 1, 1),
-                "outputs": {
-                    "description": f"Which outputs to answer (default all: {', '.join(INFER_OUTPUTS)}).",
-                    "type": ["array", "null"],
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"enum": list(INFER_OUTPUTS)}},
+        "InferRequest": {
+            "description": "JSON, or with the binary tensor data extension (tritonclient's default) "
+            "this object as a header of Inference-Header-Content-Length bytes, then the input's "
+            'little-endian values; the input then has "parameters": {"binary_data_size": N} and no '
+            '"data". Outputs come back binary with "parameters": {"binary_data": true} on them or '
+            '"parameters": {"binary_data_output": true} on the request.',
+            **_obj(
+                {
+                    "id": {"type": ["string", "null"], "description": "Echoed back in the response."},
+                    "inputs": _array(_ref("InferInput"), 1, 1),
+                    "outputs": {
+                        "description": f"Which outputs to answer (default all: {', '.join(INFER_OUTPUTS)}).",
+                        "type": ["array", "null"],
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {"name": {"enum": list(INFER_OUTPUTS)}},
+                        },
                     },
                 },
-            },
-            ["inputs"],
-            closed=False,
-        ),
+                ["inputs"],
+                closed=False,
+            ),
+        },
         "InferInput": _obj(
             {
                 "name": {"type": "string", "examples": ["input-0"]},
@@ -223,7 +230,18 @@ def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Sche
         "_server_meta": {"200": _json(_ref("ServerMetadata"), "Server.")},
         "_model_meta": {"200": _json(_ref("ModelMetadata"), "Inputs, outputs and label names of the model.")},
         "_model_ready": ready(_obj({"name": {"const": s.model_name}, "ready": {"type": "boolean"}})),
-        "_infer": predictions("InferResponse"),
+        "_infer": {
+            **predictions("InferResponse"),
+            "200": {
+                "description": "Predictions of the newest model; with binary outputs asked for, the "
+                "JSON header (Inference-Header-Content-Length bytes) and then their binary tensor data.",
+                "content": {
+                    "application/json": {"schema": _ref("InferResponse")},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+                "headers": {"Inference-Header-Content-Length": {"schema": {"type": "integer"}}},
+            },
+        },
         "_predict": predictions("PredictResponse"),
         "_openapi_json": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
         "_admin": {

@@ -20,8 +20,8 @@ class ServerSettings:
     - ``max_rows``: more rows in one request are answered 413;
     - ``max_connections``: open connections at most; at the cap the one that has waited longest
       for a request (one still arriving or never sent first, an idle keep-alive one last) is
-      closed to make room; when all are being answered a new one waits up to a second, then 503.
-      A connection holds a thread only while its request is answered;
+      closed to make room; when all are being answered a new one waits up to
+      ``request_timeout_seconds``, then 503. A connection holds a thread only while answered;
     - ``request_timeout_seconds``: each request must arrive in full (request line, headers, body)
       within this many seconds of the server starting to wait for it, or the connection is
       closed (408 if part of it came); an idle keep-alive connection is closed after as long.

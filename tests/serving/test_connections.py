@@ -204,10 +204,10 @@ class BlockingSource(StaticSource):
         return self.view
 
 
-def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503() -> None:
+def test_at_the_cap_with_every_connection_busy_a_new_one_waits_then_gets_503() -> None:
     view, _ = _view()
     source = BlockingSource(view)
-    with serving(source, max_connections=2) as (app, port):
+    with serving(source, max_connections=2, request_timeout_seconds=1.0) as (app, port):
         busy = [threading.Thread(target=predict, args=(port,), daemon=True) for _ in range(2)]
         for t in busy:
             t.start()
@@ -215,11 +215,18 @@ def test_at_the_cap_with_every_connection_busy_a_new_one_gets_503() -> None:
             assert source.entered.acquire(timeout=10)
         s = socket.create_connection(("127.0.0.1", port))
         s.settimeout(5)
+        t0 = time.monotonic()
         answer = s.recv(4096)
+        waited = time.monotonic() - t0
         s.close()
         assert answer.startswith(b"HTTP/1.1 503 ") and b"serve.max_connections" in answer
-        source.release.set()
+        assert 0.9 <= waited < 3  # it waited for a busy connection to finish, then gave up
+        assert closed(app, "refused") == 1
+        # one that arrives while they are busy is answered once one finishes: waited, not refused
+        late = threading.Timer(0.3, source.release.set)
+        late.start()
+        assert predict(port) == 200
+        late.join()
         for t in busy:
             t.join(10)
-        assert predict(port) == 200
         assert closed(app, "refused") == 1
