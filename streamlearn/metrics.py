@@ -350,6 +350,32 @@ def counter_values(counter: Counter, label: str) -> dict[str, float]:
     }
 
 
+class ConnectionMetrics:
+    """The prediction server's connections (``serving/http.py``): client disconnects, connections
+    it closed to stay within ``serve.max_connections`` and ``serve.request_timeout_seconds``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.client_disconnects = Counter(
+            "streamlearn_http_client_disconnects",
+            "Connections the client reset or closed before the server had answered (normal; not logged).",
+            registry=registry,
+        )
+        self.closed = Counter(
+            "streamlearn_http_connections_closed",
+            "Connections the server closed: evicted (the longest-waiting idle or incomplete one, to make "
+            "room at serve.max_connections), refused (503: every connection busy for as long as "
+            "serve.request_timeout_seconds), request_timeout (a request not in full within it: 408), "
+            "idle_timeout (no request for as long).",
+            ["reason"],
+            registry=registry,
+        )
+        self.open = Gauge(
+            "streamlearn_http_open_connections",
+            "Connections open now (at most serve.max_connections).",
+            registry=registry,
+        )
+
+
 def render(registry: CollectorRegistry) -> bytes:
     """Prometheus text exposition (format 0.0.4) of a registry."""
     return generate_latest(registry)

@@ -7,7 +7,8 @@ Two dialects over one model:
 - The Open Inference Protocol (KServe v2 REST): ``POST /v2/models/{name}/infer`` with one FP32
   (or FP64) tensor input of shape ``[n, n_inputs]`` (or ``[n_inputs]``), data flat or nested;
   answers ``probabilities`` (FP32 ``[n, n_classes]``), ``label`` (BYTES ``[n]``) and
-  ``class_index`` (INT64 ``[n]``), with ``model_version``.
+  ``class_index`` (INT64 ``[n]``), with ``model_version``. Inputs and outputs may travel as
+  binary tensor data instead of JSON (``binary_tensors``: what ``tritonclient.http`` sends).
 
 Every malformed request raises :class:`ApiError` with a 4xx status and a sentence saying what is
 wrong; nothing here touches the learner.
@@ -31,6 +32,7 @@ import numpy as np
 import orjson
 
 from streamlearn.errors import StreamlearnError
+from streamlearn.serving import binary_tensors
 
 
 class ApiError(StreamlearnError):
@@ -46,6 +48,8 @@ class Rows:
     single: bool = False  # /predict {"x": ...}: answer one object, not a list
     request_id: str | None = None
     outputs: tuple[str, ...] = ()
+    #: the outputs to answer as binary tensor data (``binary_tensors``), not JSON
+    binary_outputs: frozenset[str] = frozenset()
 
 
 INFER_OUTPUTS = ("probabilities", "label", "class_index")
@@ -120,7 +124,16 @@ def parse_predict(body: bytes, *, n_inputs: int, max_rows: int) -> Rows:
     return Rows(_check_rows(x, n_inputs, max_rows, '"instances"'))
 
 
-def parse_infer(body: bytes, *, n_inputs: int, max_rows: int) -> Rows:
+def parse_infer(body: bytes, *, n_inputs: int, max_rows: int, header_length: str | None = None) -> Rows:
+    """An infer request; ``header_length``: its ``Inference-Header-Content-Length`` (binary data)."""
+    try:
+        return _parse_infer(body, n_inputs, max_rows, header_length)
+    except ValueError as exc:  # the binary extension's complaints
+        raise ApiError(400, str(exc)) from None
+
+
+def _parse_infer(body: bytes, n_inputs: int, max_rows: int, header_length: str | None) -> Rows:
+    body, binary = binary_tensors.split(body, header_length)
     doc = _load(body)
     if not isinstance(doc, dict):
         raise ApiError(400, "expected a JSON object with an inputs list (Open Inference Protocol)")
@@ -140,14 +153,21 @@ def parse_infer(body: bytes, *, n_inputs: int, max_rows: int) -> Rows:
         raise ApiError(400, f'input "shape" must be [n, {n_inputs}] or [{n_inputs}], got {shape!r}')
     if shape[-1] != n_inputs:
         raise ApiError(400, f"input shape {shape} does not end in the model's {n_inputs} inputs")
-    data = _matrix(tensor.get("data"), 'input "data"')
     need = math.prod(shape)  # Python ints: np.prod wrapped around, so [2**60 + 1, 784] passed as 784
+    raw = binary_tensors.input_values(tensor, binary, datatype, need)
+    if raw is None:
+        data = _matrix(tensor.get("data"), 'input "data"')
+    else:
+        with np.errstate(over="ignore"):  # FP64 beyond float32 becomes inf, refused just below
+            data = raw.astype(np.float32)
+        if not np.isfinite(data).all():
+            raise ApiError(400, "input binary data holds a value that is not finite in float32")
     if data.size != need:
         raise ApiError(400, f'input "data" holds {data.size} values, shape {shape} needs {need}')
     x = _check_rows(data.reshape(-1, n_inputs), n_inputs, max_rows, "input")
     outputs = INFER_OUTPUTS
-    if doc.get("outputs") is not None:
-        wanted = doc["outputs"]
+    wanted = doc.get("outputs")
+    if wanted is not None:
         if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
             raise ApiError(400, '"outputs" must be a list of {"name": ...} objects')
         names = tuple(o.get("name") for o in wanted)
@@ -158,7 +178,8 @@ def parse_infer(body: bytes, *, n_inputs: int, max_rows: int) -> Rows:
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ApiError(400, '"id" must be a string')
-    return Rows(x, request_id=request_id, outputs=outputs)
+    binary_out = binary_tensors.wanted_binary(doc, wanted, outputs)
+    return Rows(x, request_id=request_id, outputs=outputs, binary_outputs=binary_out)
 
 
 def _labels_of(probs: np.ndarray, labels: tuple[str, ...]) -> tuple[np.ndarray, list[str]]:
@@ -194,7 +215,8 @@ def predict_response(probs: np.ndarray, rows: Rows, labels: tuple[str, ...], ver
 
 def infer_response(
     probs: np.ndarray, rows: Rows, labels: tuple[str, ...], version: int, model_name: str
-) -> bytes:
+) -> tuple[bytes, int | None]:
+    """The response body and, when it carries binary outputs, the length of its JSON header."""
     idx, names = _labels_of(probs, labels)
     n = probs.shape[0]
     tensors = {
@@ -207,14 +229,19 @@ def infer_response(
         "label": {"name": "label", "datatype": "BYTES", "shape": [n], "data": names},
         "class_index": {"name": "class_index", "datatype": "INT64", "shape": [n], "data": idx.tolist()},
     }
-    out: dict[str, Any] = {
-        "model_name": model_name,
-        "model_version": str(version),
-        "outputs": [tensors[name] for name in rows.outputs],
-    }
+    raw, entries = b"", []
+    for name in rows.outputs:  # in the order asked; a name asked twice is answered twice
+        tensor = dict(tensors[name])
+        if name in rows.binary_outputs:
+            data = binary_tensors.encode(tensor["datatype"], tensor.pop("data"))
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            raw += data
+        entries.append(tensor)
+    out: dict[str, Any] = {"model_name": model_name, "model_version": str(version), "outputs": entries}
     if rows.request_id is not None:
         out["id"] = rows.request_id
-    return orjson.dumps(out)
+    header = orjson.dumps(out)
+    return (header + raw, len(header)) if rows.binary_outputs else (header, None)
 
 
 def model_metadata(

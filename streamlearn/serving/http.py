@@ -1,206 +1,86 @@
-"""The prediction server: Open Inference Protocol + ``/predict`` + ``/metrics`` on one port.
+"""The prediction server's transport: :class:`~streamlearn.serving.app.App` over HTTP/1.1 sockets.
 
-Standard-library ``ThreadingHTTPServer`` with HTTP/1.1 keep-alive, chosen by measurement
-(``benchmarks/serving_load.py``): a request costs a few hundred microseconds of Python, far below
-the 10 ms p99 target, and it adds no dependency. ``disable_nagle_algorithm`` matters: without it
-every keep-alive response waited for the peer's delayed ACK (44 ms here).
+The standard library's HTTP parsing (``BaseHTTPRequestHandler``) with HTTP/1.1 keep-alive, chosen
+by measurement (``benchmarks/serving_load.py``): a request costs a few hundred microseconds of
+Python, far below the 10 ms p99 target, and it adds no dependency. ``disable_nagle_algorithm``
+matters: without it every keep-alive response waited for the peer's delayed ACK (44 ms here).
 
-:class:`App` does the routing and the bookkeeping; it reads the model through a ``ModelSource``
-(the learner's shared-memory snapshot or a replica's checkpoint loader), so the same server runs
-inside the daemon's server process and in ``streamlearn serve``.
+Connections wait for their requests in ``connections.WaitingRoom`` (one thread for all of them,
+bounded by ``serve.max_connections`` and ``serve.request_timeout_seconds``); a worker thread
+answers a request once it is in, and gives a keep-alive connection back to the room. A client
+that hangs up before its answer is normal: it is counted
+(``streamlearn_http_client_disconnects_total``) and logged at debug level, never as a traceback.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-import re
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from io import BufferedIOBase
+from typing import Any
 
-import orjson
-from prometheus_client import CollectorRegistry
-
-from streamlearn import __version__
-from streamlearn.metrics import ServingMetrics, render
-from streamlearn.serving import api, openapi
-from streamlearn.serving.predictor import ModelView
+from streamlearn.serving import api
+from streamlearn.serving.app import App, Request, Response
+from streamlearn.serving.connections import Conn, RequestReader, WaitingRoom, Workers
 
 log = logging.getLogger(__name__)
 
-JSON = "application/json"
-PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 
+class _Writer(BufferedIOBase):
+    """``wfile``: straight to the socket, nothing buffered (so nothing to flush or lose)."""
 
-class ModelSource(Protocol):
-    def current(self) -> ModelView | None:
-        """The newest model view (refreshing it if the source has a newer one)."""
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
 
-    def ready(self) -> bool: ...
+    def writable(self) -> bool:
+        return True
 
-    def extra_metrics(self) -> bytes:
-        """Exposition text appended to this server's own /metrics (the learner's metrics)."""
-
-    def admin(self, action: str) -> tuple[int, dict[str, Any]]:
-        """Carry out a state-changing action (``checkpoint`` on the learner, ``reload`` on a
-        replica); (HTTP status, JSON body)."""
-
-
-@dataclass
-class ServerSettings:
-    model_name: str
-    learner: str
-    n_inputs: int
-    n_classes: int
-    max_request_bytes: int
-    max_rows: int
-    auth_token: str | None = None
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class App:
-    def __init__(self, source: ModelSource, settings: ServerSettings, *, role: str) -> None:
-        self.source = source
-        self.s = settings
-        self.registry = CollectorRegistry()
-        self.metrics = ServingMetrics(
-            self.registry, role=role, learner=settings.learner, model=settings.model_name
-        )
-        self._last_version: int | None = None
-        self._openapi: tuple[tuple[str, ...], bytes] | None = None  # (labels, document)
-        #: the one state-changing action of this server, POST /v2/admin/<action> (bearer token only)
-        self.admin_action = "checkpoint" if role == "learner" else "reload"
-        name = re.escape(settings.model_name)
-        self._routes: list[tuple[str, re.Pattern[str], str, Callable[[bytes], Response]]] = [
-            ("GET", re.compile(r"/v2/health/live"), "health", self._live),
-            ("GET", re.compile(r"/v2/health/ready"), "health", self._ready),
-            ("GET", re.compile(r"/metrics"), "metrics", self._metrics),
-            ("GET", re.compile(r"/v2"), "metadata", self._server_meta),
-            ("GET", re.compile(rf"/v2/models/{name}(?:/versions/[^/]+)?"), "metadata", self._model_meta),
-            ("GET", re.compile(rf"/v2/models/{name}(?:/versions/[^/]+)?/ready"), "health", self._model_ready),
-            ("POST", re.compile(rf"/v2/models/{name}(?:/versions/[^/]+)?/infer"), "infer", self._infer),
-            ("POST", re.compile(r"/predict"), "predict", self._predict),
-            ("GET", re.compile(r"/openapi\.json"), "openapi", self._openapi_json),
-            ("POST", re.compile(rf"/v2/admin/{self.admin_action}"), "admin", self._admin),
-        ]
-
-    # -- dispatch -----------------------------------------------------------------------------
-    def route(self, method: str, path: str) -> tuple[str, Callable[[bytes], Response] | None, list[str]]:
-        """(endpoint label, handler or None, the methods the path has: empty if none, i.e. 404)."""
-        path = path.split("?", 1)[0]
-        allowed: list[str] = []
-        for m, pattern, endpoint, handler in self._routes:
-            if pattern.fullmatch(path):
-                if m == method:
-                    return endpoint, handler, [m]
-                allowed.append(m)
-        return ("other", None, allowed)
-
-    def needs_auth(self, endpoint: str) -> bool:
-        return self.s.auth_token is not None and endpoint in ("predict", "infer", "admin")
-
-    def authorized(self, header: str | None) -> bool:
-        expected = f"Bearer {self.s.auth_token}"
-        return header is not None and hmac.compare_digest(header.encode(), expected.encode())
-
-    def current(self) -> ModelView | None:
-        view = self.source.current()
-        if view is not None and view.version != self._last_version:
-            self._last_version = view.version  # a race here only miscounts a reload, never a prediction
-            self.metrics.reloads.inc()
-            self.metrics.serving_version.set(view.version)
-        return view
-
-    # -- handlers -----------------------------------------------------------------------------
-    def _live(self, _body: bytes) -> Response:
-        return Response(200, b'{"live":true}')
-
-    def _ready(self, _body: bytes) -> Response:
-        ok = self.source.ready() and self.current() is not None
-        self.metrics.ready.set(int(ok))
-        return Response(200 if ok else 503, orjson.dumps({"ready": ok}))
-
-    def _model_ready(self, body: bytes) -> Response:
-        ok = self.current() is not None
-        return Response(200 if ok else 503, orjson.dumps({"name": self.s.model_name, "ready": ok}))
-
-    def _metrics(self, _body: bytes) -> Response:
-        view = self.current()
-        self.metrics.ready.set(int(self.source.ready() and view is not None))
-        self.metrics.serving_version.set(-1 if view is None else view.version)
-        return Response(200, render(self.registry) + self.source.extra_metrics(), PROMETHEUS)
-
-    def _server_meta(self, _body: bytes) -> Response:
-        return Response(200, orjson.dumps({"name": "streamlearn", "version": __version__, "extensions": []}))
-
-    def _model_meta(self, _body: bytes) -> Response:
-        view = self.current()
-        labels = view.labels if view is not None else ()
-        version = view.version if view is not None else -1
-        s = self.s
-        return Response(
-            200, api.model_metadata(s.model_name, version, s.learner, s.n_inputs, s.n_classes, labels)
-        )
-
-    def _openapi_json(self, _body: bytes) -> Response:
-        view = self.current()
-        labels = view.labels if view is not None else ()
-        cached = self._openapi
-        if cached is None or cached[0] != labels:  # labels are examples in it; they grow as names appear
-            doc = openapi.document(self.s, labels, admin=self.admin_action)
-            cached = self._openapi = (labels, orjson.dumps(doc))
-        return Response(200, cached[1])
-
-    def _admin(self, _body: bytes) -> Response:
-        if self.s.auth_token is None:  # state changes need a token: none configured, none allowed
-            raise api.ApiError(403, f"POST /v2/admin/{self.admin_action} needs serve.auth_token to be set")
-        status, payload = self.source.admin(self.admin_action)
-        return Response(status, orjson.dumps(payload))
-
-    def _view(self) -> ModelView:
-        view = self.current()
-        if view is None:
-            raise api.ApiError(503, "no model yet: the learner has not published one (see /v2/health/ready)")
-        return view
-
-    def _predict(self, body: bytes) -> Response:
-        rows = api.parse_predict(body, n_inputs=self.s.n_inputs, max_rows=self.s.max_rows)
-        view = self._view()
-        out = api.predict_response(view.predict_proba(rows.rows), rows, view.labels, view.version)
-        self.metrics.rows.inc(rows.rows.shape[0])
-        return Response(200, out)
-
-    def _infer(self, body: bytes) -> Response:
-        rows = api.parse_infer(body, n_inputs=self.s.n_inputs, max_rows=self.s.max_rows)
-        view = self._view()
-        probs = view.predict_proba(rows.rows)
-        out = api.infer_response(probs, rows, view.labels, view.version, self.s.model_name)
-        self.metrics.rows.inc(rows.rows.shape[0])
-        return Response(200, out)
+    def write(self, data: Any) -> int:
+        self.sock.sendall(data)
+        return len(data)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     # Without this each keep-alive response waited ~44 ms for the client's delayed ACK.
     disable_nagle_algorithm = True
-    # A client that stops sending mid-request (or idles on keep-alive) frees its thread after this.
-    timeout = 60.0
     # The standard library answers a request line it cannot parse "as HTTP/0.9": a body with no
     # status line, which no HTTP/1.x client can read. Assume 1.0 until the line says otherwise.
     default_request_version = "HTTP/1.0"
     server: _Server
+    request: Conn
+    rfile: RequestReader  # type: ignore[assignment]
+
+    def setup(self) -> None:
+        """One request of a connection whose request the waiting room has read (mostly) already."""
+        conn = self.request
+        self.connection = conn.sock
+        conn.sock.setblocking(True)
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        deadline = conn.since + self.server.app.settings.request_timeout_seconds
+        self.rfile = RequestReader(conn, deadline, self._timed_out)
+        self.wfile = _Writer(conn.sock)
+        self.keep_alive = False
+
+    def handle(self) -> None:
+        """One request; the connection then goes back to the waiting room unless it must close."""
+        self.close_connection = True
+        try:
+            self.handle_one_request()
+        except ConnectionError as exc:  # reset, broken pipe: the client left before its answer
+            self.server.app.connections.client_disconnects.inc()
+            log.debug("%s hung up: %s", self.address_string(), exc)
+            self.close_connection = True
+        self.keep_alive = not self.close_connection
+
+    def _timed_out(self) -> None:
+        self.server.app.connections.closed.labels(reason="request_timeout").inc()
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -212,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._error("other", time.perf_counter(), code, text, close=True)
 
     def _send(self, endpoint: str, t0: float, resp: Response, *, close: bool = False) -> None:
+        # the client must take its answer as promptly as it had to send its request
+        self.connection.settimeout(self.server.app.settings.request_timeout_seconds)
         self.send_response(resp.status)
         self.send_header("Content-Type", resp.content_type)
         self.send_header("Content-Length", str(len(resp.body)))
@@ -257,12 +139,20 @@ class _Handler(BaseHTTPRequestHandler):
             if not (text.isascii() and text.isdigit()) or len(self.headers.get_all("Content-Length", [])) > 1:
                 return self._error(endpoint, t0, 400, "bad Content-Length", close=True)
             n = int(text)
-            if n > app.s.max_request_bytes:
+            if n > app.settings.max_request_bytes:
                 # refuse without reading it; the connection is closed so the unread body is dropped
-                limit = app.s.max_request_bytes
+                limit = app.settings.max_request_bytes
                 msg = f"body of {n} bytes exceeds the limit of {limit} (serve.max_request_bytes)"
                 return self._error(endpoint, t0, 413, msg, close=True)
-            body = self.rfile.read(n)
+            try:
+                body = self.rfile.read(n)
+            except TimeoutError:
+                msg = f"the body did not arrive within {app.settings.request_timeout_seconds} s"
+                return self._error(endpoint, t0, 408, msg + " (serve.request_timeout_seconds)", close=True)
+            if len(body) < n:  # the client closed mid-body
+                self.server.app.connections.client_disconnects.inc()
+                self.close_connection = True
+                return None
         elif self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers:
             # a body nobody reads would be parsed as the next request: answer, then drop the connection
             self.close_connection = True
@@ -279,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             msg = "missing or wrong bearer token (serve.auth_token)"
             return self._error(endpoint, t0, 401, msg, headers=(("WWW-Authenticate", "Bearer"),))
         try:
-            resp = handler(body)
+            resp = handler(Request(body, self.headers.get))
         except api.ApiError as exc:
             return self._error(endpoint, t0, exc.status, exc.message)
         except Exception:  # a bug must not kill the server; the learner is unaffected either way
@@ -304,14 +194,57 @@ class _Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
+    """Accepts on ``serve_forever``'s thread, hands every connection to the waiting room."""
+
     allow_reuse_address = True
-    request_queue_size = 128
+    # The listen backlog: a burst of connects (most of them evicted at once) must not overflow it,
+    # or a client's SYN is dropped and its connect waits a second for the retransmit.
+    request_queue_size = 1024
 
     def __init__(self, addr: tuple[str, int], app: App) -> None:
         self.app = app
         super().__init__(addr, _Handler)
+        s = app.settings
+        self.workers = Workers(s.max_connections)
+        self.room = WaitingRoom(
+            s.max_connections, s.request_timeout_seconds, s.max_request_bytes, app.connections, self._hand_off
+        )
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.room.add(request, client_address)
+
+    def _hand_off(self, conn: Conn) -> None:
+        self.workers.submit(lambda: self._answer(conn))
+
+    def _answer(self, conn: Conn) -> None:
+        """On a worker: one request, then the connection back to the room or closed."""
+        try:
+            keep = _Handler(conn, conn.address, self).keep_alive  # type: ignore[arg-type]  # a Conn, see setup
+        except Exception:
+            self.handle_error(conn.sock, conn.address)
+            keep = False
+        if keep:
+            self.room.put_back(conn)
+            return
+        self.shutdown_request(conn.sock)
+        self.room.closed(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An exception out of a handler: a client hanging up is counted; a bug logged."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            if isinstance(exc, ConnectionError):
+                self.app.connections.client_disconnects.inc()
+            log.debug("%s: %s", client_address, exc)
+            return
+        log.exception("error on the connection from %s", client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        room = getattr(self, "room", None)  # None: the bind failed, nothing was started
+        if room is not None:
+            room.stop()
 
 
 def make_server(app: App, host: str, port: int) -> _Server:

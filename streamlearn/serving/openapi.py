@@ -1,13 +1,14 @@
 """The OpenAPI 3.1 document of the prediction server, built from its settings (``GET /openapi.json``).
 
-It describes exactly the routes :class:`~streamlearn.serving.http.App` answers: the model name is
-part of the paths (the server answers no other name), the row length is the model's ``n_inputs``,
-batches hold at most ``serve.max_rows`` rows, and the bearer scheme guards ``/predict`` and
-``.../infer`` only when ``serve.auth_token`` is set. Request schemas are what ``api.py`` accepts
-where JSON Schema can say it; what it cannot (an infer ``shape`` that must match the number of
-``data`` values) is in the descriptions and answered with 400. Every error is ``{"error": "..."}``.
+It describes exactly the routes :class:`~streamlearn.serving.app.App` answers (both read
+``routes.ROUTES``): the model name is part of the paths (the server answers no other name), the
+row length is the model's ``n_inputs``, batches hold at most ``serve.max_rows`` rows, and the
+bearer scheme guards ``/predict`` and ``.../infer`` only when ``serve.auth_token`` is set.
+Request schemas are what ``api.py`` accepts where JSON Schema can say it; what it cannot (an infer
+``shape`` that must match the number of ``data`` values) is in the descriptions and answered
+with 400. Every error is ``{"error": "..."}``.
 
->>> from streamlearn.serving.http import ServerSettings
+>>> from streamlearn.serving.settings import ServerSettings
 >>> s = ServerSettings("m", "mer", n_inputs=3, n_classes=2, max_request_bytes=100, max_rows=4)
 >>> doc = document(s, ("cat", "dog"))
 >>> sorted(doc["paths"])[:3], "security" in doc["paths"]["/predict"]["post"]
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from streamlearn import __version__
 from streamlearn.serving.api import INFER_OUTPUTS
+from streamlearn.serving.routes import ADMIN_SUMMARIES, ROUTES, concrete
 
 if TYPE_CHECKING:
-    from streamlearn.serving.http import ServerSettings
+    from streamlearn.serving.settings import ServerSettings
 
 Schema = dict[str, Any]
 
@@ -114,27 +116,38 @@ def _schemas(s: ServerSettings, labels: Sequence[str]) -> dict[str, Schema]:
                 ),
             ]
         },
-        "InferRequest": _obj(
-            {
-                "id": {"type": ["string", "null"], "description": "Echoed back in the response."},
-                "inputs": _array(_ref("InferInput"), 1, 1),
-                "outputs": {
-                    "description": f"Which outputs to answer (default all: {', '.join(INFER_OUTPUTS)}).",
-                    "type": ["array", "null"],
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"enum": list(INFER_OUTPUTS)}},
+        "InferRequest": {
+            "description": "JSON, or with the binary tensor data extension (tritonclient's default) "
+            "this object as a header of Inference-Header-Content-Length bytes, then the input's "
+            'little-endian values; the input then has "parameters": {"binary_data_size": N} and no '
+            '"data". Outputs come back binary with "parameters": {"binary_data": true} on them or '
+            '"parameters": {"binary_data_output": true} on the request.',
+            **_obj(
+                {
+                    "id": {"type": ["string", "null"], "description": "Echoed back in the response."},
+                    "inputs": _array(_ref("InferInput"), 1, 1),
+                    "outputs": {
+                        "description": f"Which outputs to answer (default all: {', '.join(INFER_OUTPUTS)}).",
+                        "type": ["array", "null"],
+                        "items": {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {"name": {"enum": list(INFER_OUTPUTS)}},
+                        },
                     },
                 },
-            },
-            ["inputs"],
-            closed=False,
-        ),
+                ["inputs"],
+                closed=False,
+            ),
+        },
         "InferInput": _obj(
             {
                 "name": {"type": "string", "examples": ["input-0"]},
-                "datatype": {"enum": ["FP32", "FP64"]},
+                "datatype": {
+                    "enum": ["FP32", "FP64"],
+                    "description": "FP64 is accepted and rounded to float32, the model's type; every value "
+                    "must be finite in float32.",
+                },
                 "shape": {
                     "description": f"[n, {n}] or [{n}]; n times {n} must be the number of data values.",
                     "oneOf": [
@@ -191,12 +204,60 @@ def _schemas(s: ServerSettings, labels: Sequence[str]) -> dict[str, Schema]:
     }
 
 
+def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Schema]]:
+    """Each operation's responses, by the name of the handler that answers it (``routes.ROUTES``)."""
+    err = _ref("Error")
+
+    def predictions(response: str) -> dict[str, Schema]:
+        return {
+            "200": _json(_ref(response), "Predictions of the newest model."),
+            "400": _json(err, "Malformed request or Content-Length (the message says what)."),
+            "408": _json(err, f"The body did not arrive within {s.request_timeout_seconds} s."),
+            "411": _json(err, "No Content-Length (chunked bodies are refused)."),
+            "413": _json(err, f"Body over {s.max_request_bytes} bytes or more than {s.max_rows} rows."),
+            "422": _json(err, "The model's output overflows float32 for a row (features of huge magnitude)."),
+            "503": _json(err, "No model published yet."),
+        }
+
+    def ready(schema: Schema) -> dict[str, Schema]:
+        return {"200": _json(schema, "Ready."), "503": _json(schema, "Not ready: no model yet.")}
+
+    prometheus = {"text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}}
+    return {
+        "_live": {"200": _json(_obj({"live": {"const": True}}), "Up.")},
+        "_ready": ready(_obj({"ready": {"type": "boolean"}})),
+        "_metrics": {"200": {"description": "Text exposition format 0.0.4.", "content": prometheus}},
+        "_server_meta": {"200": _json(_ref("ServerMetadata"), "Server.")},
+        "_model_meta": {"200": _json(_ref("ModelMetadata"), "Inputs, outputs and label names of the model.")},
+        "_model_ready": ready(_obj({"name": {"const": s.model_name}, "ready": {"type": "boolean"}})),
+        "_infer": {
+            **predictions("InferResponse"),
+            "200": {
+                "description": "Predictions of the newest model; with binary outputs asked for, the "
+                "JSON header (Inference-Header-Content-Length bytes) and then their binary tensor data.",
+                "content": {
+                    "application/json": {"schema": _ref("InferResponse")},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                },
+                "headers": {"Inference-Header-Content-Length": {"schema": {"type": "integer"}}},
+            },
+        },
+        "_predict": predictions("PredictResponse"),
+        "_openapi_json": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+        "_admin": {
+            "200": _json({"type": "object"}, "Done; what was done."),
+            "403": _json(err, "Refused: state-changing endpoints need serve.auth_token."),
+            "503": _json(err, "The checkpoint could not be written (the learner log says why)."),
+            "504": _json(err, "The learner did not answer in time."),
+        },
+    }
+
+
 def document(s: ServerSettings, labels: Sequence[str] = (), *, admin: str | None = None) -> dict[str, Any]:
     """The OpenAPI document for a server with these settings (``labels``: the model's, for examples;
-    ``admin``: its state-changing action, ``checkpoint`` on the learner or ``reload`` on a replica)."""
-    err = _ref("Error")
+    ``admin``: its state-changing action, ``checkpoint`` on the learner or ``reload`` on a replica;
+    None leaves the admin route out)."""
     auth = s.auth_token is not None
-    model = f"/v2/models/{s.model_name}"
     version_param = {
         "name": "model_version",
         "in": "path",
@@ -204,104 +265,31 @@ def document(s: ServerSettings, labels: Sequence[str] = (), *, admin: str | None
         "description": "Accepted for KServe clients and ignored: the newest model answers.",
         "schema": {"type": "string", "pattern": "^[0-9]+$"},
     }
-
-    def guard(op: Schema, responses: dict[str, Schema]) -> None:
-        """With a token configured: the operation needs it, and says so (401 + challenge)."""
-        if auth:
+    responses_of = _responses(s, admin)
+    paths: dict[str, Schema] = {}
+    for route in ROUTES:
+        if route.endpoint == "admin" and admin is None:
+            continue
+        action = admin or ""
+        responses = dict(responses_of[route.handler])
+        op: Schema = {
+            "operationId": route.operation_id.replace("{admin}", action),
+            "summary": ADMIN_SUMMARIES[action] if route.endpoint == "admin" else route.summary,
+        }
+        if route.versioned:
+            op["parameters"] = [version_param]
+        if route.request is not None:
+            content = {"application/json": {"schema": _ref(route.request)}}
+            op["requestBody"] = {"required": True, "content": content}
+        op["responses"] = responses
+        if route.auth and auth:  # with a token configured the operation needs it, and says so
             op["security"] = [{"bearer": []}]
             responses["401"] = {
-                **_json(err, "Missing or wrong bearer token."),
+                **_json(_ref("Error"), "Missing or wrong bearer token."),
                 "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
             }
-
-    def post(op_id: str, summary: str, request: str, response: str) -> Schema:
-        responses = {
-            "200": _json(_ref(response), "Predictions of the newest model."),
-            "400": _json(err, "Malformed request or Content-Length (the message says what)."),
-            "411": _json(err, "No Content-Length (chunked bodies are refused)."),
-            "413": _json(err, f"Body over {s.max_request_bytes} bytes or more than {s.max_rows} rows."),
-            "422": _json(err, "The model's output overflows float32 for a row (features of huge magnitude)."),
-            "503": _json(err, "No model published yet."),
-        }
-        op: Schema = {
-            "operationId": op_id,
-            "summary": summary,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(request)}}},
-            "responses": responses,
-        }
-        guard(op, responses)
-        return op
-
-    def get(op_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
-        return {"operationId": op_id, "summary": summary, "responses": responses}
-
-    def ready(schema: Schema) -> dict[str, Schema]:
-        return {"200": _json(schema, "Ready."), "503": _json(schema, "Not ready: no model yet.")}
-
-    model_ready = ready(_obj({"name": {"const": s.model_name}, "ready": {"type": "boolean"}}))
-    model_meta = {"200": _json(_ref("ModelMetadata"), "Inputs, outputs and label names of the model.")}
-    infer = post("infer", "Open Inference Protocol (KServe v2) inference.", "InferRequest", "InferResponse")
-
-    def versioned(op: Schema) -> Schema:
-        op_id = op["operationId"]
-        return {**op, "operationId": f"{op_id}Version", "parameters": [version_param]}
-
-    paths: dict[str, Schema] = {
-        "/v2/health/live": {
-            "get": get("live", "Liveness.", {"200": _json(_obj({"live": {"const": True}}), "Up.")})
-        },
-        "/v2/health/ready": {"get": get("ready", "Readiness.", ready(_obj({"ready": {"type": "boolean"}})))},
-        "/v2": {
-            "get": get(
-                "serverMetadata", "Server metadata.", {"200": _json(_ref("ServerMetadata"), "Server.")}
-            )
-        },
-        model: {"get": get("modelMetadata", "Model metadata.", model_meta)},
-        f"{model}/ready": {"get": get("modelReady", "Model readiness.", model_ready)},
-        f"{model}/infer": {"post": infer},
-        f"{model}/versions/{{model_version}}": {
-            "get": versioned(get("modelMetadata", "Model metadata.", model_meta))
-        },
-        f"{model}/versions/{{model_version}}/ready": {
-            "get": versioned(get("modelReady", "Model readiness.", model_ready))
-        },
-        f"{model}/versions/{{model_version}}/infer": {"post": versioned(infer)},
-        "/predict": {
-            "post": post("predict", "Predict one row or a batch.", "PredictRequest", "PredictResponse")
-        },
-        "/metrics": {
-            "get": get(
-                "metrics",
-                "Prometheus metrics (the learner's appended on the daemon's server).",
-                {
-                    "200": {
-                        "description": "Text exposition format 0.0.4.",
-                        "content": {
-                            "text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}
-                        },
-                    }
-                },
-            )
-        },
-        "/openapi.json": {
-            "get": get("openapi", "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.1.")})
-        },
-    }
-    if admin is not None:
-        what = {
-            "checkpoint": "Write a checkpoint now and commit its offsets (e.g. before maintenance); "
-            "answers once the learner has written it, between two updates.",
-            "reload": "Load the newest good checkpoint now instead of at the next poll.",
-        }[admin]
-        responses: dict[str, Schema] = {
-            "200": _json({"type": "object"}, "Done; what was done."),
-            "403": _json(err, "Refused: state-changing endpoints need serve.auth_token."),
-            "503": _json(err, "The checkpoint could not be written (the learner log says why)."),
-            "504": _json(err, "The learner did not answer in time."),
-        }
-        op: Schema = {"operationId": admin, "summary": what, "responses": responses}
-        guard(op, responses)
-        paths[f"/v2/admin/{admin}"] = {"post": op}
+        path = concrete(route, s.model_name, action)
+        paths.setdefault(path, {})[route.method.lower()] = op
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

@@ -1,4 +1,8 @@
-"""The learner's side of serving: start the server process, publish snapshots and metrics to it."""
+"""The learner's side of serving: start the server process, publish snapshots and metrics to it.
+
+Imports nothing of the HTTP server: the learner process only writes shared memory and starts
+``python -m streamlearn.serving.server_process``.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,7 @@ from streamlearn.config import Config
 from streamlearn.errors import StreamlearnError
 from streamlearn.runtime import die_with_parent_hook
 from streamlearn.serving.predictor import flat_size, param_arrays
-from streamlearn.serving.server_process import BIND_FAILED
-from streamlearn.serving.snapshot import SharedSnapshot
+from streamlearn.serving.snapshot import BIND_FAILED, SharedSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,24 @@ class ServingError(StreamlearnError):
 
 
 class Publisher:
+    """The learner's handle on its prediction server; used from the learner's thread only.
+
+    The contract, in the order the daemon calls it:
+
+    - :meth:`start` spawns the server process and returns once it listens (its port), or raises
+      :class:`ServingError` when it cannot bind or dies first. The process dies with the learner.
+    - :meth:`publish_model` copies the model's parameters into the shared snapshot under
+      ``version`` (the update count); it never waits for the server. A request answers with one
+      published snapshot as a whole, never a half-written one. ``published_version`` is the last.
+    - :meth:`publish_text` hands over the metadata (``labels`` at least) and the learner's
+      Prometheus text, which the server appends to its ``/metrics``.
+    - :meth:`set_ready` is what ``/v2/health/ready`` answers (with a model published).
+    - :meth:`checkpoint_requested` / :meth:`answer_checkpoint`: ``POST /v2/admin/checkpoint``
+      arrives as a request number; the learner checkpoints between updates and answers it.
+    - :meth:`restart_if_dead` starts a new server process on the same port if the old one died.
+    - :meth:`stop` ends the process and frees the shared memory; idempotent.
+    """
+
     def __init__(self, cfg: Config, model: nn.Module, learner_name: str) -> None:
         self.cfg = cfg
         self.model = model

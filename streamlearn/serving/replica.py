@@ -18,8 +18,10 @@ from streamlearn.checkpoint import CheckpointInfo, CheckpointStore
 from streamlearn.config import Config
 from streamlearn.errors import CheckpointError
 from streamlearn.ingest.labels import LabelMap
-from streamlearn.serving.http import App, ServerSettings, make_server
+from streamlearn.serving.app import App
+from streamlearn.serving.http import make_server
 from streamlearn.serving.predictor import ModelView, Predictor
+from streamlearn.serving.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +114,7 @@ def run_replica(cfg: Config, checkpoint_dir: str, *, poll_seconds: float = 2.0) 
     if not source.poll():
         log.warning("no usable checkpoint in %s yet: not ready until one appears", checkpoint_dir)
     s = cfg.serve
-    settings = ServerSettings(
-        model_name=s.model_name,
-        learner=cfg.learner.name,
-        n_inputs=cfg.model.n_inputs,
-        n_classes=cfg.model.n_classes,
-        max_request_bytes=s.max_request_bytes,
-        max_rows=s.max_rows,
-        auth_token=s.auth_token,
-    )
+    settings = ServerSettings.from_config(s, cfg.model, cfg.learner.name)
     server = make_server(App(source, settings, role="replica"), s.host, s.port)
     stop = threading.Event()
 

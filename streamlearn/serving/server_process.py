@@ -22,13 +22,14 @@ import numpy as np
 
 from streamlearn.config import ModelConfig, ServeConfig
 from streamlearn.metrics import disable_created_series
-from streamlearn.serving.http import App, ServerSettings, make_server
+from streamlearn.serving.app import App
+from streamlearn.serving.http import make_server
 from streamlearn.serving.predictor import ModelView, Predictor
-from streamlearn.serving.snapshot import SharedSnapshot
+from streamlearn.serving.settings import ServerSettings
+from streamlearn.serving.snapshot import BIND_FAILED, SharedSnapshot
 
 log = logging.getLogger(__name__)
 
-BIND_FAILED = -1
 #: how long POST /v2/admin/checkpoint waits for the learner (a slow update or fsync delays it)
 CHECKPOINT_WAIT_S = 60.0
 
@@ -110,15 +111,7 @@ def server_main(
     pin_threads(1)
     snap = SharedSnapshot.attach(shm_name)
     source = SharedMemorySource(snap, Predictor(model))
-    settings = ServerSettings(
-        model_name=serve.model_name,
-        learner=learner,
-        n_inputs=model.n_inputs,
-        n_classes=model.n_classes,
-        max_request_bytes=serve.max_request_bytes,
-        max_rows=serve.max_rows,
-        auth_token=serve.auth_token,
-    )
+    settings = ServerSettings.from_config(serve, model, learner)
     try:
         server = make_server(App(source, settings, role="learner"), serve.host, serve.port)
     except OSError as exc:

@@ -35,6 +35,8 @@ _SEQ, _VERSION, _READY, _SEQ_TEXT, _META_LEN, _METRICS_LEN, _N_PARAMS, _PORT = r
 _CKPT_REQ, _CKPT_DONE, _CKPT_OK = range(8, 11)
 _SLOTS = 16
 _HEADER = _SLOTS * 8
+#: the port slot's value when the server could not bind (0: not listening yet; else its port)
+BIND_FAILED = -1
 META_CAP = 256 * 1024
 METRICS_CAP = 2 * 1024 * 1024
 

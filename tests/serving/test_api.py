@@ -114,7 +114,9 @@ def test_responses_carry_labels_probabilities_and_version() -> None:
     assert one["label"] == "dog" and one["class_index"] == 1 and one["model_version"] == 12
     assert one["probabilities"] == pytest.approx({"cat": 0.1, "dog": 0.7, "eel": 0.2})
     rows = api.Rows(np.zeros((2, N), np.float32), request_id="q", outputs=api.INFER_OUTPUTS)
-    out = orjson.loads(api.infer_response(probs, rows, labels, 12, "m"))
+    body, json_length = api.infer_response(probs, rows, labels, 12, "m")
+    assert json_length is None  # no binary outputs asked for: all JSON
+    out = orjson.loads(body)
     assert out["model_name"] == "m" and out["model_version"] == "12" and out["id"] == "q"
     by_name = {o["name"]: o for o in out["outputs"]}
     assert by_name["label"]["data"] == ["dog", "cat"]

@@ -12,8 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn.config import ModelConfig
 from streamlearn.learners import build_model
-from streamlearn.serving.http import App, ServerSettings, serve_in_thread
+from streamlearn.serving.app import App
+from streamlearn.serving.http import serve_in_thread
 from streamlearn.serving.predictor import ModelView, Predictor, param_arrays
+from streamlearn.serving.settings import ServerSettings
 
 N_IN, N_CLS = 6, 3
 
@@ -179,3 +181,23 @@ def test_metrics_count_requests_by_endpoint_and_code_and_append_the_learners(ser
     assert samples[("streamlearn_examples_learned_total", ())] == 42  # the learner's text, appended
     build = [k for k in samples if k[0] == "streamlearn_build_info"]
     assert build and dict(build[0][1])["role"] == "replica"
+
+
+def test_fp64_input_is_answered_as_float32_and_documented(served) -> None:
+    """FP64 is accepted (clients such as numpy default to it) and rounded to float32, the model's
+    type: the answer is the FP32 answer for the rounded values; a value beyond float32 is a 400."""
+    _app, conn, _view = served
+    x = np.linspace(-1, 1, N_IN)  # float64; not all exactly representable in float32
+    answers = {}
+    for dtype, values in (("FP64", x.tolist()), ("FP32", x.astype(np.float32).tolist())):
+        req = {"inputs": [{"name": "input-0", "shape": [1, N_IN], "datatype": dtype, "data": values}]}
+        status, out = call(conn, "POST", "/v2/models/m/infer", req)
+        assert status == 200
+        answers[dtype] = out["outputs"]
+    assert answers["FP64"] == answers["FP32"]
+    huge = {"inputs": [{"name": "input-0", "shape": [N_IN], "datatype": "FP64", "data": [1e300] * N_IN}]}
+    status, out = call(conn, "POST", "/v2/models/m/infer", huge)
+    assert status == 400 and "float32" in out["error"]
+    _, doc = call(conn, "GET", "/openapi.json")
+    datatype = doc["components"]["schemas"]["InferInput"]["properties"]["datatype"]
+    assert datatype["enum"] == ["FP32", "FP64"] and "float32" in datatype["description"]

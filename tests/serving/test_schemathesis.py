@@ -34,10 +34,12 @@ from schemathesis.engine import events, from_schema
 
 from streamlearn.config import ModelConfig
 from streamlearn.learners import build_model
-from streamlearn.serving.http import App, ServerSettings, serve_in_thread
+from streamlearn.serving.app import App
+from streamlearn.serving.http import serve_in_thread
 from streamlearn.serving.openapi import document
 from streamlearn.serving.predictor import Predictor, param_arrays
 from streamlearn.serving.server_process import SharedMemorySource
+from streamlearn.serving.settings import ServerSettings
 from streamlearn.serving.snapshot import SharedSnapshot
 
 N_IN, N_CLS, LABELS, TOKEN, VERSION = 6, 3, ["cat", "dog", "eel"], "s3cret-token", 17
