@@ -744,6 +744,29 @@ def build() -> dict[str, Any]:
         w=24,
         h=8,
     )
+    L.add(
+        timeseries(
+            "HTTP connections",
+            targets(
+                ("streamlearn_http_open_connections", "open {{instance}}"),
+                (
+                    f"increase(streamlearn_http_client_disconnects_total[{RI}])",
+                    "client hang-ups {{instance}}",
+                ),
+                (
+                    f"sum by (reason) (increase(streamlearn_http_connections_closed_total[{RI}]))",
+                    "closed by server: {{reason}}",
+                ),
+            ),
+            min_=0,
+            description="Open connections (at most serve.max_connections); clients that hung up before "
+            "their answer (normal, not logged); connections the server closed: evicted at the cap, "
+            "refused (503), request_timeout (408, slowloris), idle_timeout. No 'closed' series until "
+            "the first one.",
+        ),
+        w=24,
+        h=6,
+    )
 
     for i, p in enumerate(L.panels, start=1):
         p["id"] = i

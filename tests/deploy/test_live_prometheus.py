@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamlearn.metrics import LearnerMetrics, ServingMetrics, render
+from streamlearn.metrics import ConnectionMetrics, LearnerMetrics, ServingMetrics, render
 from tests.deploy.conftest import DASHBOARD, PROM_DIR
 
 SCRAPE = "500ms"
@@ -61,6 +61,10 @@ def _learner_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
     m.updates_undone.inc(0)
     m.rejected.labels(reason="non_finite_update").inc(0)
     m.model_learned.set(12345)
+    c = ConnectionMetrics(reg)
+    c.open.set(3)
+    c.client_disconnects.inc(0)
+    c.closed.labels(reason="evicted").inc(0)
     s.ready.set(1)
     state = {"version": 0}
 
