@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 BINARY = "application/octet-stream"  # a JSON header, then binary tensor data
+NOT_FINITE = (
+    "the served model has non-finite weights and cannot answer (the learner's fault, not the request's)"
+)
 
 
 class ModelSource(Protocol):
@@ -133,17 +136,22 @@ class App:
         return Response(200, b'{"live":true}')
 
     def _ready(self, _request: Request) -> Response:
-        ok = self.source.ready() and self.current() is not None
+        view = self.current()
+        ok = self.source.ready() and view is not None and view.finite
         self.metrics.ready.set(int(ok))
-        return Response(200 if ok else 503, orjson.dumps({"ready": ok}))
+        body: dict[str, Any] = {"ready": ok}
+        if view is not None and not view.finite:
+            body["reason"] = NOT_FINITE
+        return Response(200 if ok else 503, orjson.dumps(body))
 
     def _model_ready(self, _request: Request) -> Response:
-        ok = self.current() is not None
+        view = self.current()
+        ok = view is not None and view.finite
         return Response(200 if ok else 503, orjson.dumps({"name": self.settings.model_name, "ready": ok}))
 
     def _metrics(self, _request: Request) -> Response:
         view = self.current()
-        self.metrics.ready.set(int(self.source.ready() and view is not None))
+        self.metrics.ready.set(int(self.source.ready() and view is not None and view.finite))
         self.metrics.serving_version.set(-1 if view is None else view.version)
         return Response(200, render(self.registry) + self.source.extra_metrics(), PROMETHEUS)
 
@@ -183,6 +191,8 @@ class App:
         view = self.current()
         if view is None:
             raise api.ApiError(503, "no model yet: the learner has not published one (see /v2/health/ready)")
+        if not view.finite:
+            raise api.ApiError(503, NOT_FINITE)
         return view
 
     def _predict(self, request: Request) -> Response:

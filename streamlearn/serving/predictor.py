@@ -39,6 +39,9 @@ class ModelView:
     version: int
     labels: tuple[str, ...]
     predict_proba: Callable[[np.ndarray], np.ndarray]
+    #: every weight finite: a model that is not cannot answer, and the server must say so rather
+    #: than blame the caller's features (the learner's guard keeps this true; this is the backstop)
+    finite: bool = True
 
 
 class Predictor:
@@ -84,7 +87,8 @@ class Predictor:
                     logits = functional_call(template, params, (torch.from_numpy(x),))
                     return torch.softmax(logits, dim=1).numpy()
 
-        view = ModelView(version=version, labels=tuple(labels), predict_proba=predict)
+        finite = bool(np.isfinite(flat).all())
+        view = ModelView(version=version, labels=tuple(labels), predict_proba=predict, finite=finite)
         self.view = view  # one reference assignment: readers see the old or the new view
         return view
 

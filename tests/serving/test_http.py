@@ -150,6 +150,21 @@ def test_not_ready_without_a_model() -> None:
     assert status == 503 and "no model yet" in out["error"]
 
 
+def test_a_non_finite_model_is_not_ready_and_the_error_blames_the_model() -> None:
+    """A NaN weight used to leave readiness at 200 and make /predict blame the caller's features."""
+    model = build_model("mlp", N_IN, N_CLS, (5,), seed=0)
+    p = Predictor(ModelConfig(n_inputs=N_IN, n_classes=N_CLS, hidden=[5]))
+    flat = np.concatenate([a.reshape(-1) for a in param_arrays(model)]).astype(np.float32)
+    flat[3] = np.nan
+    _, port = _start(StaticSource(p.load_flat(flat, 5, ["a", "b", "c"])))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    status, body = call(conn, "GET", "/v2/health/ready")
+    assert status == 503 and body["ready"] is False and "non-finite" in body["reason"]
+    assert call(conn, "GET", "/v2/models/m/ready")[0] == 503
+    status, out = call(conn, "POST", "/predict", {"x": [0.5] * N_IN})
+    assert status == 503 and "non-finite" in out["error"] and "not the request" in out["error"]
+
+
 def test_bearer_token_guards_predictions_only() -> None:
     view, _ = _view()
     _, port = _start(StaticSource(view), auth_token="s3cret")
