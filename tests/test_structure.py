@@ -48,9 +48,10 @@ def import_graph() -> dict[str, set[str]]:
             for target in targets:
                 owner = _owner(target, modules)
                 # A package's __init__ re-exporting its own children is how packages work, not a cycle.
-                if owner and owner != mod and not mod.startswith(owner + "."):
-                    if not (modules[mod].name == "__init__.py" and owner.startswith(mod + ".")):
-                        graph[mod].add(owner)
+                if not owner or owner == mod or mod.startswith(owner + "."):
+                    continue
+                if not (modules[mod].name == "__init__.py" and owner.startswith(mod + ".")):
+                    graph[mod].add(owner)
     return graph
 
 
