@@ -244,6 +244,15 @@ def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Sche
         },
         "_predict": predictions("PredictResponse"),
         "_openapi_json": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+        "_page": {
+            "200": {
+                "description": "The page (HTML).",
+                "content": {"text/html; charset=utf-8": {"schema": {"type": "string"}}},
+            }
+        },
+        "_status": {
+            "200": _json({"type": "object"}, "The live page's data (see streamlearn/serving/status.py).")
+        },
         "_admin": {
             "200": _json({"type": "object"}, "Done; what was done."),
             "403": _json(err, "Refused: state-changing endpoints need serve.auth_token."),
