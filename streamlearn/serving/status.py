@@ -140,7 +140,8 @@ class LiveStatus:
                 self._text = text
             parsed = self._parsed
         meta = self._meta()
-        now: dict[str, Any] = {k: _finite(v) for k, v in parsed.values.items()}
+        # every field, null when this server does not have it (a replica has no learner metrics)
+        now: dict[str, Any] = {k: _finite(parsed.values.get(k)) for k in VALUES.values()}
         labelled = parsed.labelled
         for name in ("tasks", "buffer", "rejected"):
             now[name] = labelled.get(name, {})

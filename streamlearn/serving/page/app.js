@@ -1,6 +1,6 @@
 // The live page: polls GET v2/status every second and draws it. Producer-controlled strings (label
 // names, task ids, rejection details) are data: they only ever go through textContent or canvas
-// fillText, never innerHTML, and the server's Content-Security-Policy runs no other script.
+// fillText, never as markup, and the server's Content-Security-Policy runs no other script.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
