@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import shutil
 import threading
 import time
@@ -91,7 +92,7 @@ def learner_values(port: int) -> tuple[float, float]:
 
 def stroke(corners: list[tuple[int, int]], step: int = 10) -> Iterator[tuple[int, int]]:
     """Points every ``step`` pixels along the lines through ``corners`` (offsets from the centre)."""
-    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(corners):
         n = max(1, int(max(abs(x1 - x0), abs(y1 - y0)) / step))
         for i in range(1, n + 1):
             yield x0 + (x1 - x0) * i // n, y0 + (y1 - y0) * i // n
