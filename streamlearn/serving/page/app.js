@@ -197,7 +197,10 @@
     bars("rejected", rej, Math.max(1, ...rej.map((e) => e[1])), undefined, "none");
   }
 
+  let busy = false;  // one poll at a time: a slow answer must not be merged twice
   async function refresh() {
+    if (busy) return;
+    busy = true;
     try {
       const r = await fetch("v2/status?since=" + last, { cache: "no-store" });
       if (!r.ok) throw new Error(String(r.status));
@@ -212,6 +215,8 @@
       document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes) + 1);
     } catch (err) {
       $("stale").hidden = false;
+    } finally {
+      busy = false;
     }
   }
 
@@ -226,18 +231,21 @@
     if (nIn === 784) setupPad();
   }
 
+  let asked = 0;  // answers may arrive out of order while drawing: show the newest question's only
   async function predict(row) {
+    const mine = ++asked;
     const headers = { "Content-Type": "application/json" };
     const t = $("token").value || token;
     if (t) headers.Authorization = "Bearer " + t;
     const r = await fetch("predict", { method: "POST", headers, body: JSON.stringify({ x: row }) });
     const body = await r.json().catch(() => ({}));
+    if (mine !== asked) return false;
     if (r.status === 401) {
       $("auth").hidden = false;
       showError("this server needs its bearer token: enter it above");
-      return;
+      return false;
     }
-    if (!r.ok) { showError(body.error || ("HTTP " + r.status)); return; }
+    if (!r.ok) { showError(body.error || ("HTTP " + r.status)); return false; }
     const ans = $("answer");
     ans.replaceChildren();
     const b = document.createElement("b");
@@ -246,6 +254,7 @@
     ans.append("prediction: ", b, " (model version " + body.model_version + ")");
     const probs = Object.entries(body.probabilities || {}).sort((a, c) => c[1] - a[1]);
     bars("probs", probs, 1, 3, "");
+    return true;
   }
   function showError(msg) {
     const ans = $("answer");
@@ -265,8 +274,8 @@
     if (!ex) { showError("no example yet: the learner has not published one (a replica has none)"); return; }
     $("row").value = JSON.stringify(ex.x);
     const row = ex.x.slice();
-    predict(row).then(() => {
-      $("answer").append(" · label sent by the producer: ", String(ex.label));
+    predict(row).then((ok) => {
+      if (ok) $("answer").append(" · label sent by the producer: ", String(ex.label));
     });
   });
 
