@@ -287,6 +287,16 @@ def document(s: ServerSettings, labels: Sequence[str] = (), *, admin: str | None
         }
         if route.versioned:
             op["parameters"] = [version_param]
+        if route.handler == "_status":
+            op["parameters"] = [
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": "Unix time: only the samples and events newer than it (default: all).",
+                    "schema": {"type": "number"},
+                }
+            ]
         if route.request is not None:
             content = {"application/json": {"schema": _ref(route.request)}}
             op["requestBody"] = {"required": True, "content": content}
