@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	# prometheus + promtool (Debian package) for the deploy tests and the real-Prometheus test.
 	bash scripts/install-prometheus.sh
+	# headless chromium + chromedriver (Debian packages) for the live page's browser tests.
+	bash scripts/install-browser.sh
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -47,6 +47,7 @@ from streamlearn.logs import Throttled
 from streamlearn.metrics import LearnerMetrics, counter_value, disable_created_series, render
 from streamlearn.model_state import ModelState
 from streamlearn.runtime import Every, pin_threads
+from streamlearn.serving.live_meta import page_meta
 from streamlearn.serving.publisher import Publisher, ServingError
 
 log = logging.getLogger(__name__)
@@ -381,9 +382,8 @@ class Daemon:
         if self.publisher is None:
             return
         self.prom.published_version.set(self.publisher.published_version)
-        self.publisher.publish_text(
-            {"labels": self._label_names(), "learner": self.learner.name}, render(self.registry)
-        )
+        meta = page_meta(self._label_names(), self.learner.name, self.pending, self.model.tasks)
+        self.publisher.publish_text(meta, render(self.registry))
 
     def _label_names(self) -> list[str]:
         return self.model.labels.names() or [str(i) for i in range(self.cfg.model.n_classes)]

@@ -46,6 +46,8 @@ class Pending:
     #: where each example came from and its bytes as sent: an update the non-finite guard undoes
     #: is dead-lettered unchanged, like a message the decoder refused
     sources: list[tuple[TopicPartition, int, bytes]] = field(default_factory=list)
+    #: the newest example of the last batch cleared (the live page shows one recent example)
+    last: Example | None = None
 
     def add(self, ex: Example, tp: TopicPartition, offset: int, raw: bytes) -> None:
         self.examples.append(ex)
@@ -53,6 +55,8 @@ class Pending:
         self.first_offset.setdefault(tp, offset)
 
     def clear(self) -> None:
+        if self.examples:
+            self.last = self.examples[-1]
         self.examples.clear()
         self.sources.clear()
         self.first_offset.clear()

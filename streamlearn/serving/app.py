@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn import __version__
 from streamlearn.metrics import ConnectionMetrics, ServingMetrics, render
-from streamlearn.serving import api, binary_tensors, openapi
+from streamlearn.serving import api, binary_tensors, openapi, page
 from streamlearn.serving.predictor import ModelView
 from streamlearn.serving.routes import ROUTES, pattern
 from streamlearn.serving.settings import ServerSettings
+from streamlearn.serving.status import LiveStatus
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class Request:
 
     body: bytes
     header: Callable[[str], str | None] = lambda _name: None
+    #: the request target as sent (path and query)
+    path: str = ""
 
 
 @dataclass
@@ -103,6 +106,9 @@ class App:
             for r in ROUTES
         ]
         self._guarded = {r.endpoint for r in ROUTES if r.auth}
+        self.role = role
+        #: the live page's data (``GET /v2/status``); the server's main starts its sampler
+        self.live = LiveStatus(source.extra_metrics, getattr(source, "live_meta", dict), self._live_facts)
 
     # -- dispatch -----------------------------------------------------------------------------
     def route(self, method: str, path: str) -> tuple[str, Callable[[Request], Response] | None, list[str]]:
@@ -180,6 +186,27 @@ class App:
             doc = openapi.document(self.settings, labels, admin=self.admin_action)
             cached = self._openapi = (labels, orjson.dumps(doc))
         return Response(200, cached[1])
+
+    def _page(self, _request: Request) -> Response:
+        body, headers = page.page()
+        return Response(200, body, page.HTML, headers)
+
+    def _status(self, request: Request) -> Response:
+        return Response(200, self.live.document(request.path), headers=(("Cache-Control", "no-store"),))
+
+    def _live_facts(self) -> dict[str, Any]:
+        """This server's own facts for the live page (the learner's come from its metrics)."""
+        s = self.settings
+        return {
+            "role": self.role,
+            "ready": self.source.ready(),
+            "served_version": self._last_version,
+            "model": s.model_name,
+            "learner": s.learner,
+            "n_inputs": s.n_inputs,
+            "n_classes": s.n_classes,
+            "auth": s.auth_token is not None,
+        }
 
     def _admin(self, _request: Request) -> Response:
         if self.settings.auth_token is None:  # state changes need a token: none configured, none allowed

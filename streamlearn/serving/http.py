@@ -169,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             msg = "missing or wrong bearer token (serve.auth_token)"
             return self._error(endpoint, t0, 401, msg, headers=(("WWW-Authenticate", "Bearer"),))
         try:
-            resp = handler(Request(body, self.headers.get))
+            resp = handler(Request(body, self.headers.get, self.path))
         except api.ApiError as exc:
             return self._error(endpoint, t0, exc.status, exc.message)
         except Exception:  # a bug must not kill the server; the learner is unaffected either way

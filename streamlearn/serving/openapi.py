@@ -252,6 +252,15 @@ def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Sche
         },
         "_predict": predictions("PredictResponse"),
         "_openapi_json": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+        "_page": {
+            "200": {
+                "description": "The page (HTML).",
+                "content": {"text/html; charset=utf-8": {"schema": {"type": "string"}}},
+            }
+        },
+        "_status": {
+            "200": _json({"type": "object"}, "The live page's data (see streamlearn/serving/status.py).")
+        },
         "_admin": {
             "200": _json({"type": "object"}, "Done; what was done."),
             "403": _json(err, "Refused: state-changing endpoints need serve.auth_token."),
@@ -286,6 +295,16 @@ def document(s: ServerSettings, labels: Sequence[str] = (), *, admin: str | None
         }
         if route.versioned:
             op["parameters"] = [version_param]
+        if route.handler == "_status":
+            op["parameters"] = [
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "description": "Unix time: only the samples and events newer than it (default: all).",
+                    "schema": {"type": "number"},
+                }
+            ]
         if route.request is not None:
             content = {"application/json": {"schema": _ref(route.request)}}
             op["requestBody"] = {"required": True, "content": content}

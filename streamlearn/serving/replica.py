@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,17 @@ class CheckpointSource:
     def extra_metrics(self) -> bytes:
         return b""
 
+    def live_meta(self) -> dict[str, Any]:
+        """For the live page: the served checkpoint's examples learned and age."""
+        loaded = self.loaded
+        if loaded is None:
+            return {}
+        try:
+            age = time.time() - loaded.path.stat().st_mtime
+        except OSError:  # pruned by the learner since
+            age = None
+        return {"learned": loaded.examples, "checkpoint_age": age, "checkpoint": loaded.path.name}
+
 
 def run_replica(cfg: Config, checkpoint_dir: str, *, poll_seconds: float = 2.0) -> None:
     """Serve until SIGTERM/SIGINT."""
@@ -115,7 +127,9 @@ def run_replica(cfg: Config, checkpoint_dir: str, *, poll_seconds: float = 2.0) 
         log.warning("no usable checkpoint in %s yet: not ready until one appears", checkpoint_dir)
     s = cfg.serve
     settings = ServerSettings.from_config(s, cfg.model, cfg.learner.name)
-    server = make_server(App(source, settings, role="replica"), s.host, s.port)
+    app = App(source, settings, role="replica")
+    server = make_server(app, s.host, s.port)
+    app.live.start()
     stop = threading.Event()
 
     def reload_loop() -> None:

@@ -90,6 +90,18 @@ ROUTES: tuple[Route, ...] = (
         request="PredictRequest",
     ),
     Route("GET", "/openapi.json", "openapi", "_openapi_json", "openapi", "This document."),
+    # the live page (HTML) and the JSON it polls; public like /metrics
+    Route(
+        "GET", "/", "page", "_page", "livePage", "The live page: charts of learning and a prediction form."
+    ),
+    Route(
+        "GET",
+        "/v2/status",
+        "status",
+        "_status",
+        "status",
+        "What the live page draws: newest values, samples and events newer than `since`.",
+    ),
     Route("POST", "/v2/admin/{admin}", "admin", "_admin", "{admin}", "The state-changing action.", auth=True),
 )
 

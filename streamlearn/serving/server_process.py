@@ -63,6 +63,10 @@ class SharedMemorySource:
     def extra_metrics(self) -> bytes:
         return self.snap.read_text()[1]
 
+    def live_meta(self) -> dict[str, Any]:
+        """The learner's published metadata (labels, task, one recent example: ``live_meta.py``)."""
+        return self.snap.read_meta()
+
     def admin(self, action: str) -> tuple[int, dict[str, Any]]:
         """``checkpoint``: ask the learner for a checkpoint now and wait for its answer."""
         if action != "checkpoint":
@@ -112,12 +116,14 @@ def server_main(
     snap = SharedSnapshot.attach(shm_name)
     source = SharedMemorySource(snap, Predictor(model))
     settings = ServerSettings.from_config(serve, model, learner)
+    app = App(source, settings, role="learner")
     try:
-        server = make_server(App(source, settings, role="learner"), serve.host, serve.port)
+        server = make_server(app, serve.host, serve.port)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", serve.host, serve.port, exc.strerror or exc)
         snap.set_port(BIND_FAILED)
         return
+    app.live.start()
     snap.set_port(server.server_port)
     server.serve_forever(poll_interval=0.5)
 
