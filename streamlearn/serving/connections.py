@@ -56,6 +56,9 @@ def _response(status: str, message: str) -> bytes:
 
 
 REFUSED = _response("503 Service Unavailable", "too many connections, all busy (serve.max_connections)")
+INCOMPLETE = _response(
+    "400 Bad Request", "the connection ended before the whole request (head and Content-Length body) arrived"
+)
 TIMED_OUT = _response(
     "408 Request Timeout", "the request did not arrive in time (serve.request_timeout_seconds)"
 )
@@ -356,8 +359,12 @@ class WaitingRoom:
             self._close(conn)
             return
         if not data:
-            if conn.buf:  # gone in the middle of a request
+            if conn.buf:  # the client stopped sending in the middle of a request
                 self.metrics.client_disconnects.inc()
+                # It may still be reading (a half-close after a Content-Length longer than the
+                # body): tell it why there will be no answer to the request.
+                self._close(conn, INCOMPLETE)
+                return
             self._close(conn)
             return
         conn.buf += data

@@ -187,6 +187,14 @@ def test_a_request_must_arrive_in_full_within_the_timeout() -> None:
         answer = s.recv(4096)
         s.close()
         assert answer.startswith(b"HTTP/1.1 408 ")
+        # a body that stops short and a client that says so (half-close): 400 at once, with why
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        answer = s.recv(4096)
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 400 ") and b"ended before the whole request" in answer
         assert predict(port) == 200
 
 
