@@ -1,0 +1,535 @@
+"""Compiled (numba) inner loops for ReLU MLPs: one call per MER example and per La-MAML glance.
+
+The numpy kernels (``kernels.py``) spend most of their time between BLAS calls: a MER step is ~20
+numpy calls of a few µs each on vectors of 100 floats. Here the whole sequence of steps runs in one
+compiled function, so nothing returns to the interpreter between the sequential steps. The maths is
+that of ``NumpyMLP`` (DESIGN.md §9, the tests hold the three paths to 1e-5 of each other); what
+differs is only the order of some float32 additions.
+
+Two more exact shortcuts, for La-MAML's first layer (its big one, 784 inputs): an inner step moves
+the first-layer weights by ``relu(α) ⊙ (x dᵀ)``, which is zero wherever the input pixel is 0, so
+
+* the meta batch's first-layer pre-activations are *updated* after each inner step, over the
+  pixels the example and each meta row share, instead of recomputed (a GEMM over all 784 inputs);
+* the α-gradient of the first layer, Σ_r Σ_b (d_r ⊙ C_r[b]) ⊗ (x_r ⊙ BX[b]), is accumulated over
+  the same shared pixels only.
+
+Every function is ``njit(cache=True, nogil=True)``: compiled on first call and cached on disk
+(``NUMBA_CACHE_DIR``, else beside this file, else the user's cache), no fastmath (float results
+must not depend on the compiler's reassociation), no ``parallel`` (one thread, as ``pin_threads``
+wants). Small matrix products go to BLAS through ``np.dot``; elementwise loops are plain loops.
+
+Weights come in as tuples of numpy *views* of the torch parameters, so an update here is what
+``predict_proba`` and ``state_dict`` see at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from streamlearn.learners.kernels import NumpyMLP
+
+F32 = np.float32
+_JIT: dict[str, Any] = {"cache": True, "nogil": True, "fastmath": False}
+
+
+class CompiledMLP(NumpyMLP):
+    """``NumpyMLP`` whose MER example and La-MAML glance/update run as compiled functions."""
+
+    def __init__(self, Ws: list[np.ndarray], bs: list[np.ndarray]) -> None:
+        super().__init__(Ws, bs)
+        # Tuples, not lists: numba types a tuple of same-typed arrays without copying it.
+        self._Ws = tuple(Ws)
+        self._bs = tuple(bs)
+
+    def mer_example(
+        self,
+        x: np.ndarray,
+        y: int,
+        bank_x: np.ndarray,
+        bank_y: np.ndarray,
+        idx: np.ndarray,
+        lr: float,
+        beta: float,
+        gamma: float,
+        max_norm: float | None,
+    ) -> float:
+        """All of one example's MER batches: batch b is ``x`` then ``bank_x[idx[b]]``.
+
+        Within-batch Reptile with ``beta`` after each batch, across-batch with ``gamma`` after all.
+        Returns the sum of the per-step losses.
+        """
+        clip = -1.0 if max_norm is None else float(max_norm)
+        return float(_mer_example(self._Ws, self._bs, x, int(y), bank_x, bank_y, idx, lr, beta, gamma, clip))
+
+    def lamaml_glance_compiled(
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        BX: np.ndarray,
+        BY: np.ndarray,
+        alpha_W: list[np.ndarray],
+        alpha_b: list[np.ndarray],
+        alpha_grads: bool = True,
+    ) -> tuple[float, list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """``NumpyMLP.lamaml_glance`` without the callback: mean meta-loss, ∇θ (W, b), ∇α (W, b)."""
+        meta, gW, gb, aW, ab = _lamaml_glance(
+            self._Ws, self._bs, tuple(alpha_W), tuple(alpha_b), xs, ys, BX, BY, alpha_grads
+        )
+        return float(meta), list(gW), list(gb), list(aW), list(ab)
+
+    def lamaml_update(
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        BX: np.ndarray,
+        BY: np.ndarray,
+        alpha_W: list[np.ndarray],
+        alpha_b: list[np.ndarray],
+        *,
+        learn_lr: bool,
+        opt_lr: float,
+        opt_wt: float,
+        sync_update: bool,
+        max_norm: float | None,
+    ) -> float:
+        """One glance and its update of α and θ in place (as ``LaMAML._apply``); the mean meta-loss."""
+        clip = -1.0 if max_norm is None else float(max_norm)
+        return float(
+            _lamaml_update(
+                self._Ws,
+                self._bs,
+                tuple(alpha_W),
+                tuple(alpha_b),
+                xs,
+                ys,
+                BX,
+                BY,
+                learn_lr,
+                opt_lr,
+                opt_wt,
+                sync_update,
+                clip,
+            )
+        )
+
+
+# -- shared pieces ------------------------------------------------------------------------------
+@njit(**_JIT)
+def _relu_into(out, z):
+    for i in range(z.shape[0]):
+        out[i] = z[i] if z[i] > 0 else F32(0.0)
+
+
+@njit(**_JIT)
+def _add_outer(M, alpha, u, v):
+    """M += alpha·u vᵀ, scaling u first as BLAS sger does."""
+    a = F32(alpha)
+    for i in range(M.shape[0]):
+        s = a * u[i]
+        row = M[i]
+        for j in range(v.shape[0]):
+            row[j] += s * v[j]
+
+
+@njit(**_JIT)
+def _sq(v):
+    s = 0.0
+    for i in range(v.shape[0]):
+        s += float(v[i]) * float(v[i])
+    return s
+
+
+@njit(**_JIT)
+def _interpolate(cur, old, frac):
+    """cur = old + frac·(cur − old), elementwise over any shape (flattened views)."""
+    c = cur.reshape(-1)
+    o = old.reshape(-1)
+    f = F32(frac)
+    for i in range(c.shape[0]):
+        c[i] = (c[i] - o[i]) * f + o[i]
+
+
+# -- MER ----------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _mer_batch(Ws, bs, X, Y, lr, beta, max_norm):
+    """``NumpyMLP.mer_batch``: sequential SGD over the rows of X, then within-batch Reptile."""
+    L = len(Ws)
+    k, n_in = X.shape
+    W1 = Ws[0]
+    b1 = bs[0]
+    h1 = W1.shape[0]
+    # z1 of every row at the batch's starting weights; each step's first-layer update is folded
+    # into the rows after it through the Gram matrix (DESIGN.md §9).
+    A = np.dot(X, W1.T)
+    for j in range(k):
+        for i in range(h1):
+            A[j, i] += b1[i]
+    K = np.dot(X, X.T)
+    G1 = np.zeros((k, h1), dtype=np.float32)  # clip-scaled dL/dz1 of each step
+    saved_W = [Ws[l].copy() for l in range(1, L)]
+    saved_b = [bs[l].copy() for l in range(1, L)]
+    zs = [np.empty(Ws[l].shape[0], dtype=np.float32) for l in range(L)]
+    hs = [np.empty(Ws[l].shape[0], dtype=np.float32) for l in range(L)]  # hs[l] = relu(zs[l])
+    ds = [np.empty(Ws[l].shape[0], dtype=np.float32) for l in range(L)]  # dL/dz of each layer
+    total = 0.0
+    for j in range(k):
+        zs[0][:] = A[j]
+        for l in range(1, L):
+            _relu_into(hs[l - 1], zs[l - 1])
+            z = np.dot(Ws[l], hs[l - 1])
+            b = bs[l]
+            for i in range(z.shape[0]):
+                zs[l][i] = z[i] + b[i]
+        # softmax cross-entropy and its gradient w.r.t. the logits
+        z = zs[L - 1]
+        m = z.max()
+        d = ds[L - 1]
+        s = 0.0
+        for i in range(z.shape[0]):
+            d[i] = math.exp(z[i] - m)
+            s += d[i]
+        y = Y[j]
+        total += math.log(s) + float(m - z[y])
+        fs = F32(s)
+        for i in range(z.shape[0]):
+            d[i] = d[i] / fs
+        d[y] -= F32(1.0)
+        for l in range(L - 1, 0, -1):
+            g = np.dot(ds[l], Ws[l])  # W_lᵀ d, with W_l before this step's update
+            zp = zs[l - 1]
+            dp = ds[l - 1]
+            for i in range(dp.shape[0]):
+                dp[i] = g[i] if zp[i] > 0 else F32(0.0)
+        c = 1.0
+        if max_norm > 0:
+            sq = _sq(ds[0]) * (float(K[j, j]) + 1.0)  # + 1: the bias input
+            for l in range(1, L):
+                sq += _sq(ds[l]) * (_sq(hs[l - 1]) + 1.0)
+            c = min(1.0, max_norm / (math.sqrt(sq) + 1e-6))
+        step = -lr * c
+        for l in range(1, L):
+            _add_outer(Ws[l], step, ds[l], hs[l - 1])
+            fstep = F32(step)
+            b = bs[l]
+            dl = ds[l]
+            for i in range(b.shape[0]):
+                b[i] += fstep * dl[i]
+        fc = F32(c)
+        for i in range(h1):
+            G1[j, i] = ds[0][i] if c == 1.0 else ds[0][i] * fc
+        flr = F32(-lr)
+        for jj in range(j + 1, k):
+            a = flr * (K[jj, j] + F32(1.0))
+            for i in range(h1):
+                A[jj, i] += a * G1[j, i]
+    # θ_before + β(θ_after − θ_before): for W1 that is W1_0 − β·lr·G1ᵀX (rank k), row by row so each
+    # row of W1 stays in cache; a zero dL/dz1 (inactive unit) skips its row's work exactly.
+    coef = F32(-beta * lr)
+    for i in range(h1):
+        row = W1[i]
+        for j in range(k):
+            a = coef * G1[j, i]
+            if a != 0:
+                xr = X[j]
+                for p in range(n_in):
+                    row[p] += a * xr[p]
+        g_sum = F32(0.0)
+        for j in range(k):
+            g_sum += G1[j, i]
+        b1[i] += coef * g_sum
+    for l in range(1, L):
+        _interpolate(Ws[l], saved_W[l - 1], beta)
+        _interpolate(bs[l], saved_b[l - 1], beta)
+    return total
+
+
+@njit(**_JIT)
+def _mer_example(Ws, bs, x, y, bank_x, bank_y, idx, lr, beta, gamma, max_norm):
+    L = len(Ws)
+    n_batches, r = idx.shape
+    before_W = [Ws[l].copy() for l in range(L if gamma != 1.0 else 0)]
+    before_b = [bs[l].copy() for l in range(L if gamma != 1.0 else 0)]
+    X = np.empty((r + 1, x.shape[0]), dtype=np.float32)
+    Y = np.empty(r + 1, dtype=np.int64)
+    X[0] = x
+    Y[0] = y
+    total = 0.0
+    for b in range(n_batches):
+        for j in range(r):
+            X[j + 1] = bank_x[idx[b, j]]
+            Y[j + 1] = bank_y[idx[b, j]]
+        total += _mer_batch(Ws, bs, X, Y, lr, beta, max_norm)
+    if gamma != 1.0:  # gamma = 1 makes the across-batch step the identity
+        for l in range(L):
+            _interpolate(Ws[l], before_W[l], gamma)
+            _interpolate(bs[l], before_b[l], gamma)
+    return total
+
+
+# -- La-MAML ------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
+    """``NumpyMLP.lamaml_glance``: mean meta-loss and its first-order gradients w.r.t. θ and α."""
+    L = len(Ws)
+    n, n_in = xs.shape
+    m = BX.shape[0]
+    h0 = Ws[0].shape[0]
+    rate_W = [np.maximum(aW[l], F32(0.0)) for l in range(L)]  # relu(α): the inner steps' rates
+    rate_b = [np.maximum(ab[l], F32(0.0)) for l in range(L)]
+    adapted_W = [Ws[l].copy() for l in range(L)]  # θ'; [0] unused, layer 0 lives in adapted0T
+    adapted_b = [bs[l].copy() for l in range(L)]
+    # Layer 0 is held transposed (inputs × units): an inner step changes only the rows of the
+    # example's non-zero inputs, and rows are contiguous.
+    adapted0T = np.ascontiguousarray(Ws[0].T)
+    rate0T = np.ascontiguousarray(rate_W[0].T)
+    # The meta batch's layer-0 pre-activations, kept up to date step by step (module docstring).
+    Z0 = np.dot(BX, Ws[0].T)
+    for b in range(m):
+        for i in range(h0):
+            Z0[b, i] += bs[0][i]
+    d0 = np.zeros((n, h0), dtype=np.float32)  # inner-step deltas of layer 0
+    D0 = np.zeros((n, m, h0), dtype=np.float32)  # meta-loss deltas of layer 0, per step
+    inner_sum_W = [np.zeros_like(Ws[l]) for l in range(L)]  # U_s, layers ≥ 1
+    inner_sum_b = [np.zeros_like(bs[l]) for l in range(L)]
+    grad_W = [np.zeros_like(Ws[l]) for l in range(L)]
+    grad_b = [np.zeros_like(bs[l]) for l in range(L)]
+    alpha_grad_W = [np.zeros_like(Ws[l]) for l in range(L)]
+    alpha_grad_b = [np.zeros_like(bs[l]) for l in range(L)]
+    zs = [np.empty(Ws[l].shape[0], dtype=np.float32) for l in range(L)]
+    hs = [np.empty(Ws[l].shape[0], dtype=np.float32) for l in range(L)]
+    Hs = [np.empty((m, Ws[l].shape[0]), dtype=np.float32) for l in range(L)]  # relu of meta layers
+    Zs = [np.empty((m, Ws[l].shape[0]), dtype=np.float32) for l in range(L)]
+    nz = np.empty(n_in, dtype=np.int64)
+    T = np.empty(h0, dtype=np.float32)
+    inv_m = F32(1.0 / m)
+    total = 0.0
+    for s in range(n):
+        x = xs[s]
+        n_nz = 0  # zero inputs change nothing: skipping them is exact
+        for p in range(n_in):
+            if x[p] != 0:
+                nz[n_nz] = p
+                n_nz += 1
+        # inner step on one current example, at the adapted weights
+        z0 = zs[0]
+        z0[:] = adapted_b[0]
+        for t in range(n_nz):
+            p = nz[t]
+            xp = x[p]
+            row = adapted0T[p]
+            for i in range(h0):
+                z0[i] += xp * row[i]
+        for l in range(1, L):
+            _relu_into(hs[l - 1], zs[l - 1])
+            z = np.dot(adapted_W[l], hs[l - 1])
+            for i in range(z.shape[0]):
+                zs[l][i] = z[i] + adapted_b[l][i]
+        z = zs[L - 1]
+        zmax = z.max()
+        d = np.empty(z.shape[0], dtype=np.float32)
+        e_sum = F32(0.0)
+        for i in range(z.shape[0]):
+            d[i] = math.exp(z[i] - zmax)
+            e_sum += d[i]
+        for i in range(z.shape[0]):
+            d[i] = d[i] / e_sum
+        d[ys[s]] -= F32(1.0)
+        for l in range(L - 1, -1, -1):
+            rb = rate_b[l]
+            if alpha_grads:
+                inner_sum_b[l] += d
+            if l == 0:
+                d0[s] = d
+                # θ'₀ -= relu(α₀) ⊙ (x dᵀ) over the non-zero inputs; the meta rows' z follow.
+                for b in range(m):
+                    bx = BX[b]
+                    T[:] = rb
+                    for t in range(n_nz):
+                        p = nz[t]
+                        q = bx[p] * x[p]
+                        if q != 0:
+                            rrow = rate0T[p]
+                            for i in range(h0):
+                                T[i] += q * rrow[i]
+                    zb = Z0[b]
+                    for i in range(h0):
+                        zb[i] -= T[i] * d[i]
+                for t in range(n_nz):
+                    p = nz[t]
+                    xp = x[p]
+                    row = adapted0T[p]
+                    rrow = rate0T[p]
+                    for i in range(h0):
+                        row[i] -= (xp * d[i]) * rrow[i]
+                for i in range(h0):
+                    adapted_b[0][i] -= rb[i] * d[i]
+                break
+            for i in range(d.shape[0]):
+                adapted_b[l][i] -= rb[i] * d[i]
+            h_in = hs[l - 1]
+            d_prev = np.dot(d, adapted_W[l])  # with the adapted weights before this step
+            zp = zs[l - 1]
+            for i in range(d_prev.shape[0]):
+                d_prev[i] = d_prev[i] if zp[i] > 0 else F32(0.0)
+            W = adapted_W[l]
+            R = rate_W[l]
+            U = inner_sum_W[l]
+            for i in range(W.shape[0]):
+                di = d[i]
+                for j in range(W.shape[1]):
+                    g = di * h_in[j]
+                    if alpha_grads:
+                        U[i, j] += g
+                    W[i, j] -= g * R[i, j]
+            d = d_prev
+        # meta-loss of the adapted weights on the whole batch (mean cross-entropy)
+        Zs[0][:] = Z0
+        for l in range(1, L):
+            Hp = Hs[l - 1]
+            Zp = Zs[l - 1]
+            for b in range(m):
+                for i in range(Zp.shape[1]):
+                    Hp[b, i] = Zp[b, i] if Zp[b, i] > 0 else F32(0.0)
+            Z = np.dot(Hp, adapted_W[l].T)
+            bl = adapted_b[l]
+            for b in range(m):
+                for i in range(Z.shape[1]):
+                    Zs[l][b, i] = Z[b, i] + bl[i]
+        Z = Zs[L - 1]
+        D = np.empty_like(Z)
+        for b in range(m):
+            zmax = Z[b].max()
+            e_sum = F32(0.0)
+            for i in range(Z.shape[1]):
+                D[b, i] = math.exp(Z[b, i] - zmax)
+                e_sum += D[b, i]
+            total += (math.log(e_sum) + float(zmax) - float(Z[b, BY[b]])) / m
+            for i in range(Z.shape[1]):
+                D[b, i] = D[b, i] / e_sum * inv_m
+            D[b, BY[b]] -= inv_m
+        for l in range(L - 1, -1, -1):
+            Gb = D.sum(axis=0)
+            grad_b[l] += Gb
+            if alpha_grads:
+                alpha_grad_b[l] += Gb * inner_sum_b[l]
+            if l == 0:
+                D0[s] = D
+                break
+            GW = np.dot(D.T, Hs[l - 1])
+            D_prev = np.dot(D, adapted_W[l])
+            Zp = Zs[l - 1]
+            for b in range(m):
+                for i in range(Zp.shape[1]):
+                    if Zp[b, i] <= 0:
+                        D_prev[b, i] = F32(0.0)
+            grad_W[l] += GW
+            if alpha_grads:
+                alpha_grad_W[l] += GW * inner_sum_W[l]
+            D = D_prev
+    D_sum = D0[0].copy()
+    for s in range(1, n):
+        D_sum += D0[s]
+    grad_W[0] = np.dot(D_sum.T, BX)
+    if alpha_grads:
+        alpha_grad_W[0] = _layer0_alpha_grad(d0, D0, xs, BX)
+    inv_n = F32(1.0 / n)
+    for l in range(L):
+        grad_W[l] *= inv_n
+        grad_b[l] *= inv_n
+        # ∂/∂α = −U·∇θ'_s L · relu'(α); relu'(0) = 0 as in torch.
+        agW = alpha_grad_W[l].reshape(-1)
+        a_flat = aW[l].reshape(-1)
+        for i in range(agW.shape[0]):
+            agW[i] = agW[i] * -inv_n if a_flat[i] > 0 else F32(0.0)
+        agb = alpha_grad_b[l]
+        for i in range(agb.shape[0]):
+            agb[i] = agb[i] * -inv_n if ab[l][i] > 0 else F32(0.0)
+    return total / n, grad_W, grad_b, alpha_grad_W, alpha_grad_b
+
+
+@njit(**_JIT)
+def _layer0_alpha_grad(d0, D0, xs, BX):
+    """Σ_s U_s ⊙ (D_sᵀ BX) for the first layer, U_s = Σ_{r≤s} d_r x_rᵀ.
+
+    Element (i, j) is Σ_r Σ_b (d_r[i]·C_r[b, i]) · (x_r[j]·BX[b, j]) with C_r = Σ_{s≥r} D_s; only
+    pixels non-zero in both x_r and BX[b] contribute. Accumulated transposed (pixel rows of units,
+    contiguous), then turned around for the columns that got anything.
+    """
+    n, m, h = D0.shape
+    n_in = xs.shape[1]
+    C = D0.copy()
+    for r in range(n - 2, -1, -1):  # C[r] = Σ_{s≥r} D0[s]
+        C[r] += C[r + 1]
+    outT = np.zeros((n_in, h), dtype=np.float32)
+    touched = np.zeros(n_in, dtype=np.bool_)
+    P = np.empty(h, dtype=np.float32)
+    nz = np.empty(n_in, dtype=np.int64)
+    for r in range(n):
+        x = xs[r]
+        n_nz = 0
+        for p in range(n_in):
+            if x[p] != 0:
+                nz[n_nz] = p
+                n_nz += 1
+        dr = d0[r]
+        for b in range(m):
+            for i in range(h):
+                P[i] = dr[i] * C[r, b, i]
+            bx = BX[b]
+            for t in range(n_nz):
+                p = nz[t]
+                q = x[p] * bx[p]
+                if q != 0:
+                    touched[p] = True
+                    row = outT[p]
+                    for i in range(h):
+                        row[i] += q * P[i]
+    out = np.zeros((h, n_in), dtype=np.float32)
+    for p in range(n_in):
+        if touched[p]:
+            row = outT[p]
+            for i in range(h):
+                out[i, p] = row[i]
+    return out
+
+
+@njit(**_JIT)
+def _clip_coef(arrays_W, arrays_b, max_norm):
+    """torch's clip_grad_norm_ scale for the total L2 norm of all the arrays."""
+    if max_norm <= 0:
+        return 1.0
+    sq = 0.0
+    for l in range(len(arrays_W)):
+        sq += _sq(arrays_W[l].reshape(-1)) + _sq(arrays_b[l])
+    return min(1.0, max_norm / (math.sqrt(sq) + 1e-6))
+
+
+@njit(**_JIT)
+def _lamaml_update(Ws, bs, aW, ab, xs, ys, BX, BY, learn_lr, opt_lr, opt_wt, sync_update, max_norm):
+    """One glance, then ``LaMAML._apply``: clip ∇θ and ∇α apart, step α, step θ."""
+    meta, gW, gb, agW, agb = _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, learn_lr)
+    L = len(Ws)
+    c_theta = F32(_clip_coef(gW, gb, max_norm))
+    c_alpha = F32(_clip_coef(agW, agb, max_norm))
+    f_lr = F32(opt_lr)
+    f_wt = F32(opt_wt)
+    for l in range(L):
+        for a, ga, p, gp in (
+            (aW[l].reshape(-1), agW[l].reshape(-1), Ws[l].reshape(-1), gW[l].reshape(-1)),
+            (ab[l], agb[l], bs[l], gb[l]),
+        ):
+            for i in range(a.shape[0]):
+                if learn_lr:
+                    g_a = ga[i] * c_alpha if c_alpha < 1 else ga[i]
+                    a[i] -= f_lr * g_a
+                g_p = gp[i] * c_theta if c_theta < 1 else gp[i]
+                if sync_update:
+                    p[i] -= f_wt * g_p
+                else:  # the step sizes are the just-updated learning rates, clipped at zero
+                    p[i] -= g_p * (a[i] if a[i] > 0 else F32(0.0))
+    return meta
