@@ -25,16 +25,60 @@ Weights come in as tuples of numpy *views* of the torch parameters, so an update
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import tempfile
 from typing import Any
 
+import numba
 import numpy as np
 from numba import njit
 
 from streamlearn.learners.kernels import NumpyMLP
 
+log = logging.getLogger(__name__)
 F32 = np.float32
-_JIT: dict[str, Any] = {"cache": True, "nogil": True, "fastmath": False}
+
+
+def _probe() -> None:
+    pass
+
+
+def _cache_possible() -> bool:
+    """Whether numba finds a writable cache for this file (it raises at decoration when not)."""
+    try:
+        njit(cache=True)(_probe)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _choose_cache() -> bool:
+    """Cache compiled code on disk where some directory is writable; otherwise compile every start.
+
+    numba looks at NUMBA_CACHE_DIR, then beside this file, then the user's cache directory. In a
+    container with a read-only root filesystem all three can fail, and numba then raises on import;
+    the temp directory (a writable volume there) is the last resort.
+    """
+    if _cache_possible():
+        return True
+    try:
+        fallback = os.path.join(tempfile.gettempdir(), f"streamlearn-numba-{os.getuid()}")
+    except OSError:  # no usable temp directory at all
+        fallback = ""
+    numba.config.CACHE_DIR = fallback
+    if fallback and _cache_possible():
+        log.info("numba cache in %s (NUMBA_CACHE_DIR and the package directory are not writable)", fallback)
+        return True
+    log.warning(
+        "numba cannot cache the compiled learner kernels (no writable cache directory; set "
+        "NUMBA_CACHE_DIR): they compile at each start, about 10-20 s"
+    )
+    return False
+
+
+_JIT: dict[str, Any] = {"cache": _choose_cache(), "nogil": True, "fastmath": False}
 
 
 class CompiledMLP(NumpyMLP):
