@@ -200,19 +200,46 @@ def _interpolate(cur, old, frac):
 
 # -- MER ----------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _mer_batch(Ws, bs, X, Y, lr, beta, max_norm):
-    """``NumpyMLP.mer_batch``: sequential SGD over the rows of X, then within-batch Reptile."""
+def _transpose_into(dst, src):
+    """dst = srcᵀ, in tiles so that both sides stay in cache."""
+    m, n = src.shape
+    for i0 in range(0, m, 32):
+        for j0 in range(0, n, 32):
+            for i in range(i0, min(i0 + 32, m)):
+                for j in range(j0, min(j0 + 32, n)):
+                    dst[j, i] = src[i, j]
+
+
+@njit(**_JIT)
+def _mer_batch(Ws, bs, W1T, X, Y, lr, beta, max_norm):
+    """``NumpyMLP.mer_batch``: sequential SGD over the rows of X, then within-batch Reptile.
+
+    The first layer's weights are read and updated in ``W1T`` (inputs × units), not ``Ws[0]``:
+    rows of W1T are pixels, so both first-layer products run over the non-zero pixels only.
+    """
     L = len(Ws)
     k, n_in = X.shape
-    W1 = Ws[0]
     b1 = bs[0]
-    h1 = W1.shape[0]
+    h1 = W1T.shape[1]
+    nz = np.empty((k, n_in), dtype=np.int64)  # the non-zero pixels of each row
+    n_nz = np.zeros(k, dtype=np.int64)
+    for j in range(k):
+        for p in range(n_in):
+            if X[j, p] != 0:
+                nz[j, n_nz[j]] = p
+                n_nz[j] += 1
     # z1 of every row at the batch's starting weights; each step's first-layer update is folded
     # into the rows after it through the Gram matrix (DESIGN.md §9).
-    A = np.dot(X, W1.T)
+    A = np.empty((k, h1), dtype=np.float32)
     for j in range(k):
-        for i in range(h1):
-            A[j, i] += b1[i]
+        a_row = A[j]
+        a_row[:] = b1
+        for t in range(n_nz[j]):
+            p = nz[j, t]
+            xp = X[j, p]
+            w_row = W1T[p]
+            for i in range(h1):
+                a_row[i] += xp * w_row[i]
     K = np.dot(X, X.T)
     G1 = np.zeros((k, h1), dtype=np.float32)  # clip-scaled dL/dz1 of each step
     saved_W = [Ws[l].copy() for l in range(1, L)]
@@ -227,8 +254,9 @@ def _mer_batch(Ws, bs, X, Y, lr, beta, max_norm):
             _relu_into(hs[l - 1], zs[l - 1])
             z = np.dot(Ws[l], hs[l - 1])
             b = bs[l]
+            z_out = zs[l]  # locals, not list items, in loops: a list item costs a refcount each time
             for i in range(z.shape[0]):
-                zs[l][i] = z[i] + b[i]
+                z_out[i] = z[i] + b[i]
         # softmax cross-entropy and its gradient w.r.t. the logits
         z = zs[L - 1]
         m = z.max()
@@ -264,24 +292,26 @@ def _mer_batch(Ws, bs, X, Y, lr, beta, max_norm):
             for i in range(b.shape[0]):
                 b[i] += fstep * dl[i]
         fc = F32(c)
+        d0 = ds[0]
         for i in range(h1):
-            G1[j, i] = ds[0][i] if c == 1.0 else ds[0][i] * fc
+            G1[j, i] = d0[i] if c == 1.0 else d0[i] * fc
         flr = F32(-lr)
         for jj in range(j + 1, k):
             a = flr * (K[jj, j] + F32(1.0))
             for i in range(h1):
                 A[jj, i] += a * G1[j, i]
-    # θ_before + β(θ_after − θ_before): for W1 that is W1_0 − β·lr·G1ᵀX (rank k), row by row so each
-    # row of W1 stays in cache; a zero dL/dz1 (inactive unit) skips its row's work exactly.
+    # θ_before + β(θ_after − θ_before): for W1 that is W1_0 − β·lr·G1ᵀX (rank k), which touches
+    # the rows of W1T of each example's non-zero pixels only.
     coef = F32(-beta * lr)
+    for j in range(k):
+        g_row = G1[j]
+        for t in range(n_nz[j]):
+            p = nz[j, t]
+            a = coef * X[j, p]
+            w_row = W1T[p]
+            for i in range(h1):
+                w_row[i] += a * g_row[i]
     for i in range(h1):
-        row = W1[i]
-        for j in range(k):
-            a = coef * G1[j, i]
-            if a != 0:
-                xr = X[j]
-                for p in range(n_in):
-                    row[p] += a * xr[p]
         g_sum = F32(0.0)
         for j in range(k):
             g_sum += G1[j, i]
@@ -302,12 +332,18 @@ def _mer_example(Ws, bs, x, y, bank_x, bank_y, idx, lr, beta, gamma, max_norm):
     Y = np.empty(r + 1, dtype=np.int64)
     X[0] = x
     Y[0] = y
+    # The example's batches work on the first layer transposed (see _mer_batch); two transposes
+    # per example cost less than one dense first-layer product per batch.
+    W1 = Ws[0]
+    W1T = np.empty((W1.shape[1], W1.shape[0]), dtype=np.float32)
+    _transpose_into(W1T, W1)
     total = 0.0
     for b in range(n_batches):
         for j in range(r):
             X[j + 1] = bank_x[idx[b, j]]
             Y[j + 1] = bank_y[idx[b, j]]
-        total += _mer_batch(Ws, bs, X, Y, lr, beta, max_norm)
+        total += _mer_batch(Ws, bs, W1T, X, Y, lr, beta, max_norm)
+    _transpose_into(W1, W1T)
     if gamma != 1.0:  # gamma = 1 makes the across-batch step the identity
         for l in range(L):
             _interpolate(Ws[l], before_W[l], gamma)
@@ -333,9 +369,10 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
     rate0T = np.ascontiguousarray(rate_W[0].T)
     # The meta batch's layer-0 pre-activations, kept up to date step by step (module docstring).
     Z0 = np.dot(BX, Ws[0].T)
+    b0 = bs[0]
     for b in range(m):
         for i in range(h0):
-            Z0[b, i] += bs[0][i]
+            Z0[b, i] += b0[i]
     d0 = np.zeros((n, h0), dtype=np.float32)  # inner-step deltas of layer 0
     D0 = np.zeros((n, m, h0), dtype=np.float32)  # meta-loss deltas of layer 0, per step
     inner_sum_W = [np.zeros_like(Ws[l]) for l in range(L)]  # U_s, layers ≥ 1
@@ -371,8 +408,10 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
         for l in range(1, L):
             _relu_into(hs[l - 1], zs[l - 1])
             z = np.dot(adapted_W[l], hs[l - 1])
+            z_out = zs[l]
+            bl = adapted_b[l]
             for i in range(z.shape[0]):
-                zs[l][i] = z[i] + adapted_b[l][i]
+                z_out[i] = z[i] + bl[i]
         z = zs[L - 1]
         zmax = z.max()
         d = np.empty(z.shape[0], dtype=np.float32)
@@ -410,11 +449,13 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
                     rrow = rate0T[p]
                     for i in range(h0):
                         row[i] -= (xp * d[i]) * rrow[i]
+                b0 = adapted_b[0]
                 for i in range(h0):
-                    adapted_b[0][i] -= rb[i] * d[i]
+                    b0[i] -= rb[i] * d[i]
                 break
+            bl = adapted_b[l]
             for i in range(d.shape[0]):
-                adapted_b[l][i] -= rb[i] * d[i]
+                bl[i] -= rb[i] * d[i]
             h_in = hs[l - 1]
             d_prev = np.dot(d, adapted_W[l])  # with the adapted weights before this step
             zp = zs[l - 1]
@@ -441,9 +482,10 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
                     Hp[b, i] = Zp[b, i] if Zp[b, i] > 0 else F32(0.0)
             Z = np.dot(Hp, adapted_W[l].T)
             bl = adapted_b[l]
+            Z_out = Zs[l]
             for b in range(m):
                 for i in range(Z.shape[1]):
-                    Zs[l][b, i] = Z[b, i] + bl[i]
+                    Z_out[b, i] = Z[b, i] + bl[i]
         Z = Zs[L - 1]
         D = np.empty_like(Z)
         for b in range(m):
@@ -491,8 +533,9 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
         for i in range(agW.shape[0]):
             agW[i] = agW[i] * -inv_n if a_flat[i] > 0 else F32(0.0)
         agb = alpha_grad_b[l]
+        a_b = ab[l]
         for i in range(agb.shape[0]):
-            agb[i] = agb[i] * -inv_n if ab[l][i] > 0 else F32(0.0)
+            agb[i] = agb[i] * -inv_n if a_b[i] > 0 else F32(0.0)
     return total / n, grad_W, grad_b, alpha_grad_W, alpha_grad_b
 
 
