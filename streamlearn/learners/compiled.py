@@ -121,8 +121,13 @@ class CompiledMLP(NumpyMLP):
         alpha_grads: bool = True,
     ) -> tuple[float, list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         """``NumpyMLP.lamaml_glance`` without the callback: mean meta-loss, ∇θ (W, b), ∇α (W, b)."""
+        m, n = BX.shape[0], xs.shape[0]
+        if m >= n and np.array_equal(BX[m - n :], xs):  # the meta batch ends with xs, as La-MAML's does
+            E, cur = BX, m - n
+        else:
+            E, cur = np.concatenate([BX, xs]), m
         meta, gW, gb, aW, ab = _lamaml_glance(
-            self._Ws, self._bs, tuple(alpha_W), tuple(alpha_b), xs, ys, BX, BY, alpha_grads
+            self._Ws, self._bs, tuple(alpha_W), tuple(alpha_b), xs, ys, E, BY, m, cur, alpha_grads
         )
         return float(meta), list(gW), list(gb), list(aW), list(ab)
 
@@ -360,24 +365,27 @@ def _mer_example(Ws, bs, x, y, bank_x, bank_y, idx, lr, beta, gamma, max_norm):
 
 # -- La-MAML ------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
-    """``NumpyMLP.lamaml_glance``: mean meta-loss and its first-order gradients w.r.t. θ and α."""
+def _lamaml_glance(Ws, bs, aW, ab, xs, ys, E, BY, m, cur, alpha_grads):
+    """``NumpyMLP.lamaml_glance``: mean meta-loss and its first-order gradients w.r.t. θ and α.
+
+    The meta batch is ``E[:m]``; row ``cur + s`` of E is the current example ``xs[s]``, so that
+    its inner step reads its layer-0 pre-activation from the rows kept up to date anyway.
+    """
     L = len(Ws)
     n, n_in = xs.shape
-    m = BX.shape[0]
+    BX = E[:m]
     h0 = Ws[0].shape[0]
     rate_W = [np.maximum(aW[l], F32(0.0)) for l in range(L)]  # relu(α): the inner steps' rates
     rate_b = [np.maximum(ab[l], F32(0.0)) for l in range(L)]
-    adapted_W = [Ws[l].copy() for l in range(L)]  # θ'; [0] unused, layer 0 lives in adapted0T
+    # θ'; layer 0's adapted weights are never formed, only their products with the rows of E
+    adapted_W = [Ws[l].copy() for l in range(L)]
     adapted_b = [bs[l].copy() for l in range(L)]
-    # Layer 0 is held transposed (inputs × units): an inner step changes only the rows of the
-    # example's non-zero inputs, and rows are contiguous.
-    adapted0T = np.ascontiguousarray(Ws[0].T)
+    # pixel-major rates: an inner step changes only the rows of the example's non-zero pixels
     rate0T = np.ascontiguousarray(rate_W[0].T)
-    # The meta batch's layer-0 pre-activations, kept up to date step by step (module docstring).
-    Z0 = np.dot(BX, Ws[0].T)
+    # The layer-0 pre-activations of E's rows, kept up to date step by step (module docstring).
+    Z0 = np.dot(E, Ws[0].T)
     b0 = bs[0]
-    for b in range(m):
+    for b in range(E.shape[0]):
         for i in range(h0):
             Z0[b, i] += b0[i]
     d0 = np.zeros((n, h0), dtype=np.float32)  # inner-step deltas of layer 0
@@ -401,14 +409,7 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
         x = xs[s]
         n_nz = _nonzero_into(nz, x)  # zero inputs change nothing: skipping them is exact
         # inner step on one current example, at the adapted weights
-        z0 = zs[0]
-        z0[:] = adapted_b[0]
-        for t in range(n_nz):
-            p = nz[t]
-            xp = x[p]
-            row = adapted0T[p]
-            for i in range(h0):
-                z0[i] += xp * row[i]
+        zs[0][:] = Z0[cur + s]
         for l in range(1, L):
             _relu_into(hs[l - 1], zs[l - 1])
             z = np.dot(adapted_W[l], hs[l - 1])
@@ -432,9 +433,9 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
                 inner_sum_b[l] += d
             if l == 0:
                 d0[s] = d
-                # θ'₀ -= relu(α₀) ⊙ (x dᵀ) over the non-zero inputs; the meta rows' z follow.
-                for b in range(m):
-                    bx = BX[b]
+                # θ'₀ -= relu(α₀) ⊙ (x dᵀ) over the non-zero inputs: what that does to each row's z
+                for b in range(E.shape[0]):
+                    bx = E[b]
                     T[:] = rb
                     n_shared = 0  # the pixels non-zero in both x and this meta row
                     for t in range(n_nz):
@@ -449,13 +450,6 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
                     zb = Z0[b]
                     for i in range(h0):
                         zb[i] -= T[i] * d[i]
-                for t in range(n_nz):
-                    p = nz[t]
-                    xp = x[p]
-                    row = adapted0T[p]
-                    rrow = rate0T[p]
-                    for i in range(h0):
-                        row[i] -= (xp * d[i]) * rrow[i]
                 b0 = adapted_b[0]
                 for i in range(h0):
                     b0[i] -= rb[i] * d[i]
@@ -480,7 +474,7 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, alpha_grads):
                     W[i, j] -= g * R[i, j]
             d = d_prev
         # meta-loss of the adapted weights on the whole batch (mean cross-entropy)
-        Zs[0][:] = Z0
+        Zs[0][:] = Z0[:m]
         for l in range(1, L):
             Hp = Hs[l - 1]
             Zp = Zs[l - 1]
@@ -603,8 +597,13 @@ def _clip_coef(arrays_W, arrays_b, max_norm):
 
 @njit(**_JIT)
 def _lamaml_update(Ws, bs, aW, ab, xs, ys, BX, BY, learn_lr, opt_lr, opt_wt, sync_update, max_norm):
-    """One glance, then ``LaMAML._apply``: clip ∇θ and ∇α apart, step α, step θ."""
-    meta, gW, gb, agW, agb = _lamaml_glance(Ws, bs, aW, ab, xs, ys, BX, BY, learn_lr)
+    """One glance, then ``LaMAML._apply``: clip ∇θ and ∇α apart, step α, step θ.
+
+    The meta batch ``BX`` ends with the current examples ``xs``, as ``LaMAML`` draws it.
+    """
+    meta, gW, gb, agW, agb = _lamaml_glance(
+        Ws, bs, aW, ab, xs, ys, BX, BY, BX.shape[0], BX.shape[0] - xs.shape[0], learn_lr
+    )
     L = len(Ws)
     c_theta = F32(_clip_coef(gW, gb, max_norm))
     c_alpha = F32(_clip_coef(agW, agb, max_norm))
