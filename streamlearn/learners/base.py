@@ -6,16 +6,16 @@ and plain Python values only, so a checkpoint loads with ``torch.load(weights_on
 
 A subclass declares its hyper-parameters once, as typed keyword arguments of ``__init__`` with their
 range beside them (``lr: PositiveFloat = 0.1``, see ``streamlearn.bounds``), and stores each under the
-same attribute name; ``hparams()`` reads them back from the signature. A learner with a numpy kernel
-for plain MLPs calls ``_choose_path`` once; ``_kernel`` is then the lean path, or None for the
-reference (torch.func) path.
+same attribute name; ``hparams()`` reads them back from the signature. A learner with a kernel for
+plain MLPs calls ``_choose_path`` once; ``_kernel`` is then the lean path (``CompiledMLP`` when numba
+is there, else ``NumpyMLP``), or None for the reference (torch.func) path; ``path`` names the choice.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ from streamlearn.learners import functional as F_
 from streamlearn.learners.kernels import NumpyMLP
 from streamlearn.learners.undo import DEFAULT_MAX_ABS_VALUE, UpdateUndo, restore_rng_states, rng_states
 from streamlearn.replay import ReservoirBuffer
+
+#: The ``fast_path`` keyword of learners with a kernel: None picks the fastest path the model allows,
+#: False the reference path, True a lean path or a ValueError, "compiled" / "numpy" that lean path.
+FastPath = bool | Literal["compiled", "numpy"] | None
 
 
 @dataclass
@@ -84,22 +88,33 @@ class Learner:
         # the reference path (any module, any device). Set by _choose_path; fast_path reports it.
         self._kernel: NumpyMLP | None = None
         self.fast_path = False
+        self.path: Literal["compiled", "numpy", "reference"] = "reference"
         #: the non-finite guard's bound on any learned value (config ``guard.max_abs_value``)
         self.max_abs_value = DEFAULT_MAX_ABS_VALUE
         self._undo: UpdateUndo | None = None  # made at the first update, once every tensor exists
 
-    def _choose_path(self, fast_path: bool | None, *, needs: str, possible: bool = True) -> None:
-        """Decide once between the lean numpy path and the reference path.
+    def _choose_path(self, fast_path: FastPath, *, needs: str, possible: bool = True) -> None:
+        """Decide once between the compiled, the numpy and the reference path (same maths).
 
-        ``fast_path`` None takes the lean path wherever the model allows it, False never, True
-        insists (ValueError naming ``needs`` when it cannot). ``possible`` False rules it out for
-        a reason of the learner's own (La-MAML's second-order updates need autograd).
+        ``fast_path`` None or True takes the numpy path where the model allows it (True insists:
+        ValueError naming ``needs`` when it cannot), False the reference path, "numpy" or "compiled"
+        that one. The compiled (numba) path is opt-in for now: it is 2-3.7x faster, but compiling
+        costs 10-30 s at a process's first start (cached after), and on one seed its float32
+        rounding moves the benchmark's RA by up to 0.01 (as a 1e-7 nudge of the initial weights
+        does on the numpy path). ``possible`` False rules the lean paths out for a reason of the
+        learner's own (La-MAML's second-order updates need autograd).
         """
         kernel = NumpyMLP.from_module(self.model) if fast_path is not False and possible else None
-        if fast_path and kernel is None:
-            raise ValueError(f"fast_path=True needs {needs}")
+        if fast_path not in (None, False) and kernel is None:
+            raise ValueError(f"fast_path={fast_path!r} needs {needs}")
+        if kernel is not None and fast_path == "compiled":
+            compiled = _compiled(kernel)
+            if compiled is None and fast_path == "compiled":
+                raise ValueError("fast_path='compiled' needs numba (pip install numba)")
+            kernel = compiled or kernel
         self._kernel = kernel
         self.fast_path = kernel is not None
+        self.path = "reference" if kernel is None else "numpy" if type(kernel) is NumpyMLP else "compiled"
 
     # -- the contract -------------------------------------------------------------------------
     def learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None = None) -> UpdateStats:
@@ -235,3 +250,15 @@ class Learner:
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _compiled(kernel: NumpyMLP) -> NumpyMLP | None:
+    """The compiled kernel over the same weights, or None where numba is not installed.
+
+    Imported here, not at the top: numba takes ~0.3 s to import and only learners that use it pay.
+    """
+    try:
+        from streamlearn.learners.compiled import CompiledMLP
+    except ImportError:
+        return None
+    return CompiledMLP(kernel.Ws, kernel.bs)

@@ -16,8 +16,9 @@ it stood at the last task switch.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,8 +26,11 @@ from torch.func import functional_call
 
 from streamlearn.bounds import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from streamlearn.learners import functional as F_
-from streamlearn.learners.base import Learner, UpdateStats
+from streamlearn.learners.base import FastPath, Learner, UpdateStats
 from streamlearn.replay import ReservoirBuffer
+
+if TYPE_CHECKING:
+    from streamlearn.learners.compiled import CompiledMLP
 
 #: One glance's mean meta-loss and its gradients w.r.t. θ and α (model.parameters() order).
 Glance = tuple[float, list[torch.Tensor], list[torch.Tensor]]
@@ -96,7 +100,7 @@ class LaMAML(Learner):
         second_order: bool = False,
         grad_clip_norm: PositiveFloat | None = 2.0,
         use_old_task_memory: bool = False,
-        fast_path: bool | None = None,
+        fast_path: FastPath = None,
         device: str = "cpu",
         seed: NonNegativeInt = 0,
         alignment_every: NonNegativeInt = 0,
@@ -136,6 +140,8 @@ class LaMAML(Learner):
                 assert self.buffer is not None
                 self.old_buffer = self.buffer.copy()
             self.current_task = task
+        if self.path == "compiled":
+            return self._learn_compiled(x, y, task)
         total = 0.0
         for glance in range(self.glances):
             perm = torch.as_tensor(self.rng.permutation(x.shape[0]), device=self.device)
@@ -152,6 +158,43 @@ class LaMAML(Learner):
             meta_loss, g_theta, g_alpha = self._glance(x, y, bx, by, after_inner_step)
             self._apply(g_theta, g_alpha)
             total += meta_loss
+        return UpdateStats(n=int(x.shape[0]), loss=total / self.glances, lr_stats=self.lr_stats())
+
+    def _learn_compiled(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
+        """``_learn`` with each glance and its update as one compiled call; same draws, same order.
+
+        The reservoir takes the current examples after the call: the glance's meta batch was drawn
+        (and copied) before, so the order of adds and inner steps changes nothing.
+        """
+        assert self.buffer is not None
+        kernel = cast("CompiledMLP", self._kernel)
+        alphas = [a.detach().numpy() for a in self.alpha.values()]
+        xs, ys = x.numpy(), y.numpy()
+        total = 0.0
+        for glance in range(self.glances):
+            perm = self.rng.permutation(xs.shape[0])
+            xs, ys = xs[perm], ys[perm]
+            memory = (
+                self.old_buffer if (self.use_old_task_memory and self.old_buffer is not None) else self.buffer
+            )
+            idx = memory.sample_indices(self.replay_batch_size)
+            bx = np.concatenate([memory.x.numpy()[idx], xs])
+            by = np.concatenate([memory.y.numpy()[idx], ys])
+            total += kernel.lamaml_update(
+                xs,
+                ys,
+                bx,
+                by,
+                alphas[0::2],
+                alphas[1::2],
+                learn_lr=self.learn_lr,
+                opt_lr=self.opt_lr,
+                opt_wt=self.opt_wt,
+                sync_update=self.sync_update,
+                max_norm=self.grad_clip_norm,
+            )
+            if glance == 0:
+                self.buffer.add(torch.from_numpy(xs), torch.from_numpy(ys), task)
         return UpdateStats(n=int(x.shape[0]), loss=total / self.glances, lr_stats=self.lr_stats())
 
     def _remember(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Callable[[int], None]:
@@ -221,16 +264,24 @@ class LaMAML(Learner):
         assert self._kernel is not None
         alphas = [a.detach().numpy() for a in self.alpha.values()]
         # fixed rates (C-MAML) never use the α-gradients: don't compute them
-        meta, gW, gb, aW, ab = self._kernel.lamaml_glance(
-            x.numpy(),
-            y.numpy(),
-            bx.numpy(),
-            by.numpy(),
-            alphas[0::2],
-            alphas[1::2],
-            after_inner_step,
-            self.learn_lr,
-        )
+        if self.path == "compiled":
+            kernel = cast("CompiledMLP", self._kernel)
+            meta, gW, gb, aW, ab = kernel.lamaml_glance_compiled(
+                x.numpy(), y.numpy(), bx.numpy(), by.numpy(), alphas[0::2], alphas[1::2], self.learn_lr
+            )
+            for s in range(x.shape[0] if after_inner_step is not None else 0):
+                after_inner_step(s)  # type: ignore[misc]
+        else:
+            meta, gW, gb, aW, ab = self._kernel.lamaml_glance(
+                x.numpy(),
+                y.numpy(),
+                bx.numpy(),
+                by.numpy(),
+                alphas[0::2],
+                alphas[1::2],
+                after_inner_step,
+                self.learn_lr,
+            )
         g_theta = [torch.from_numpy(a) for pair in zip(gW, gb, strict=True) for a in pair]
         g_alpha = [torch.from_numpy(a) for pair in zip(aW, ab, strict=True) for a in pair]
         return meta, g_theta, g_alpha
@@ -329,7 +380,7 @@ class CMAML(LaMAML):
         second_order: bool = False,
         grad_clip_norm: PositiveFloat | None = 2.0,
         use_old_task_memory: bool = False,
-        fast_path: bool | None = None,
+        fast_path: FastPath = None,
         device: str = "cpu",
         seed: NonNegativeInt = 0,
         alignment_every: NonNegativeInt = 0,

@@ -9,7 +9,7 @@ interpolation approximate a gradient that also maximises the alignment between e
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar, cast
 
 import numpy as np
 import torch
@@ -17,8 +17,11 @@ from torch import nn
 
 from streamlearn.bounds import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from streamlearn.learners import functional as F_
-from streamlearn.learners.base import Learner, UpdateStats
+from streamlearn.learners.base import FastPath, Learner, UpdateStats
 from streamlearn.replay import ReservoirBuffer
+
+if TYPE_CHECKING:
+    from streamlearn.learners.compiled import CompiledMLP
 
 
 class MER(Learner):
@@ -45,8 +48,9 @@ class MER(Learner):
     grad_clip_norm
         Clip each step's gradient to this total L2 norm; None does not clip.
     fast_path
-        None: the numpy kernel where the model is a CPU float32 Linear/ReLU MLP; False: always
-        the reference path; True: the kernel or a ValueError. Same maths either way.
+        None: the compiled kernel (numba) where the model is a CPU float32 Linear/ReLU MLP, else the
+        numpy kernel, else the reference path; False: always the reference path; True: a kernel or
+        a ValueError; "compiled" / "numpy": that kernel or a ValueError. Same maths every way.
 
     >>> import torch
     >>> from streamlearn.learners.nets import mlp
@@ -73,7 +77,7 @@ class MER(Learner):
         replay_batch_size: PositiveInt = 10,
         batches_per_example: PositiveInt = 5,
         grad_clip_norm: PositiveFloat | None = None,
-        fast_path: bool | None = None,
+        fast_path: FastPath = None,
         device: str = "cpu",
         seed: NonNegativeInt = 0,
         alignment_every: NonNegativeInt = 0,
@@ -91,6 +95,8 @@ class MER(Learner):
 
     def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
         assert self.buffer is not None
+        if self.path == "compiled":
+            return self._learn_compiled(x, y, task)
         total, steps = 0.0, 0
         batch = self._batch_lean if self._kernel is not None else self._batch_reference
         for i in range(x.shape[0]):
@@ -106,6 +112,24 @@ class MER(Learner):
                 with torch.no_grad():
                     for k, p in params.items():
                         p.copy_(before[k] + self.gamma * (p - before[k]))
+            self.buffer.add(x[i : i + 1], y[i : i + 1], task)
+        return UpdateStats(n=int(x.shape[0]), loss=total / max(steps, 1))
+
+    def _learn_compiled(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
+        """One compiled call per example for all its batches (and gamma); same draws, same order."""
+        assert self.buffer is not None
+        kernel = cast("CompiledMLP", self._kernel)
+        bank_x, bank_y = self.buffer.x.numpy(), self.buffer.y.numpy()
+        xs, ys = x.numpy(), y.numpy()
+        total, steps = 0.0, 0
+        for i in range(x.shape[0]):
+            idx = np.stack(
+                [self.buffer.sample_indices(self.replay_batch_size) for _ in range(self.batches_per_example)]
+            )
+            total += kernel.mer_example(
+                xs[i], ys[i], bank_x, bank_y, idx, self.lr, self.beta, self.gamma, self.grad_clip_norm
+            )
+            steps += idx.size + self.batches_per_example
             self.buffer.add(x[i : i + 1], y[i : i + 1], task)
         return UpdateStats(n=int(x.shape[0]), loss=total / max(steps, 1))
 

@@ -212,8 +212,12 @@ def _ranges(tp) -> list[Range]:
     return [r for arg in typing.get_args(tp) for r in _ranges(arg)]
 
 
-def _is_bool(tp) -> bool:
-    return tp is bool or set(typing.get_args(tp)) == {bool, type(None)}
+def _is_choice(tp) -> bool:
+    """bool, a Literal, or a union of those and None: a choice, with no range to declare."""
+    if tp is bool or tp is type(None) or typing.get_origin(tp) is typing.Literal:
+        return True
+    args = typing.get_args(tp)
+    return typing.get_origin(tp) is not typing.Annotated and bool(args) and all(map(_is_choice, args))
 
 
 @pytest.mark.parametrize("name", sorted(LEARNERS))
@@ -222,7 +226,7 @@ def test_every_numeric_argument_declares_its_range_and_the_default_is_in_it(name
     hints = typing.get_type_hints(cls.__init__, include_extras=True)
     checked = []
     for p in inspect.signature(cls.__init__).parameters.values():
-        if p.kind is not p.KEYWORD_ONLY or p.name == "device" or _is_bool(hints[p.name]):
+        if p.kind is not p.KEYWORD_ONLY or p.name == "device" or _is_choice(hints[p.name]):
             continue
         ranges = _ranges(hints[p.name])
         assert len(ranges) == 1, f"{name}.{p.name}: {hints[p.name]} declares no range"

@@ -42,7 +42,7 @@ def flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("fast_path", ["compiled", "numpy", False])
 @pytest.mark.parametrize(
     "hp",
     [
@@ -58,7 +58,7 @@ def test_mer_matches_naive_transcription(blobs, fast_path, hp) -> None:
     learner = MER(
         mlp(6, 3, hidden=(5, 4), seed=1), n_classes=3, seed=0, fast_path=fast_path, grad_clip_norm=clip, **hp
     )
-    assert learner.fast_path is fast_path
+    assert learner.path == (fast_path or "reference")
     for i in range(50):
         learner.learn(x[i : i + 1], y[i : i + 1])
     diff = float((flat(learner.model) - flat(expected)).abs().max())
@@ -72,12 +72,13 @@ def test_lean_and_reference_paths_agree_on_the_mnist_mlp() -> None:
     x = torch.rand(50, 784, generator=g) * (torch.rand(50, 784, generator=g) > 0.8)
     y = torch.randint(0, 10, (50,), generator=g)
     out = []
-    for fast in (True, False):
+    for fast in ("compiled", "numpy", False):
         learner = MER(mlp(seed=0), n_classes=10, seed=0, fast_path=fast)
         for i in range(50):
             learner.learn(x[i : i + 1], y[i : i + 1])
         out.append(flat(learner.model))
-    assert float((out[0] - out[1]).abs().max()) < 1e-5
+    assert float((out[0] - out[2]).abs().max()) < 1e-5
+    assert float((out[1] - out[2]).abs().max()) < 1e-5
 
 
 def test_fast_path_refused_for_a_model_it_cannot_run() -> None:

@@ -1,0 +1,96 @@
+"""The compiled, numpy and reference paths of MER, La-MAML and C-MAML learn the same model.
+
+Each case learns 200 MNIST-like examples (sparse non-negative 784-pixel inputs) three times from the
+same seed, once per path, and holds the weights (and La-MAML's learning rates) to 1e-5 of each other.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from streamlearn.learners import LEARNERS, Learner, make_learner, mlp, validate_hparams
+
+numba = pytest.importorskip("numba")
+
+PATHS = ("compiled", "numpy", False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """One BLAS and torch thread, as the daemon runs (runtime.pin_threads): 10x faster here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(before)
+
+
+CASES = [
+    ("mer", dict(batches_per_example=2)),
+    ("mer", dict(batches_per_example=2, grad_clip_norm=0.5, gamma=0.6, beta=0.3)),
+    ("mer", dict(replay_batch_size=3, batches_per_example=1, lr=0.05, memories=50)),
+    ("lamaml", {}),
+    ("lamaml", dict(sync_update=True)),
+    ("lamaml", dict(learn_lr=False)),
+    ("lamaml", dict(grad_clip_norm=None, glances=2)),
+    ("cmaml", {}),
+]
+
+
+def mnist_like(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 784, generator=g) * (torch.rand(n, 784, generator=g) > 0.8)
+    return x, torch.randint(0, 10, (n,), generator=g)
+
+
+def learned(name: str, fast_path: object, hp: dict, x: torch.Tensor, y: torch.Tensor) -> Learner:
+    learner = make_learner(
+        name, mlp(784, 10, (48, 32), seed=0), n_classes=10, seed=0, fast_path=fast_path, **hp
+    )
+    bs = learner.default_batch_size
+    for i in range(0, len(x), bs):
+        learner.learn(x[i : i + bs], y[i : i + bs], task=i // 100)
+    return learner
+
+
+def state(learner: Learner) -> torch.Tensor:
+    parts = [*learner.model.parameters(), *getattr(learner, "alpha", {}).values()]
+    return torch.cat([t.detach().reshape(-1) for t in parts])
+
+
+@pytest.mark.parametrize("name,hp", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+def test_three_paths_agree_after_200_examples(name, hp) -> None:
+    x, y = mnist_like()
+    learners = [learned(name, p, hp, x, y) for p in PATHS]
+    assert [lr.path for lr in learners] == ["compiled", "numpy", "reference"]
+    states = [state(lr) for lr in learners]
+    moved = float((states[0] - state(learned(name, False, hp, x[:0], y[:0]))).abs().max())
+    assert moved > 1e-2  # the comparison below is not between models that never learned
+    for other, path in zip(states[1:], PATHS[1:], strict=True):
+        diff = float((states[0] - other).abs().max())
+        assert diff < 1e-5, (path, diff)
+    buffers = [lr.buffer for lr in learners]
+    assert all(b is not None and torch.equal(b.x, buffers[0].x) for b in buffers)
+
+
+def test_default_is_the_compiled_path_and_numpy_stays_selectable() -> None:
+    assert make_learner("mer", mlp(6, 3, (5,)), n_classes=3).path == "compiled"
+    numpy_mer = make_learner("mer", mlp(6, 3, (5,)), n_classes=3, fast_path="numpy")
+    assert (numpy_mer.path, numpy_mer.fast_path) == ("numpy", True)
+    assert make_learner("lamaml", mlp(6, 3, (5,)), n_classes=3, fast_path=True).path == "compiled"
+    assert make_learner("cmaml", mlp(6, 3, (5,)), n_classes=3, fast_path=False).path == "reference"
+    # second-order La-MAML needs autograd: the default falls back, an explicit kernel is refused
+    assert make_learner("lamaml", mlp(6, 3, (5,)), n_classes=3, second_order=True).path == "reference"
+    with pytest.raises(ValueError, match="fast_path='compiled' needs first-order"):
+        make_learner("lamaml", mlp(6, 3, (5,)), n_classes=3, second_order=True, fast_path="compiled")
+
+
+@pytest.mark.parametrize("name", ["mer", "lamaml", "cmaml"])
+def test_fast_path_choice_is_a_config_value_not_a_hyper_parameter(name) -> None:
+    for value in ("compiled", "numpy", True, False, None):
+        validate_hparams(name, {"fast_path": value})
+    learner = make_learner(name, mlp(6, 3, (5,)), n_classes=3, fast_path="numpy")
+    assert "fast_path" not in learner.hparams()
+    assert name in LEARNERS
