@@ -75,11 +75,11 @@ def test_three_paths_agree_after_200_examples(name, hp) -> None:
     assert all(b is not None and torch.equal(b.x, buffers[0].x) for b in buffers)
 
 
-def test_default_is_the_compiled_path_and_numpy_stays_selectable() -> None:
-    assert make_learner("mer", mlp(6, 3, (5,)), n_classes=3).path == "compiled"
-    numpy_mer = make_learner("mer", mlp(6, 3, (5,)), n_classes=3, fast_path="numpy")
-    assert (numpy_mer.path, numpy_mer.fast_path) == ("numpy", True)
-    assert make_learner("lamaml", mlp(6, 3, (5,)), n_classes=3, fast_path=True).path == "compiled"
+def test_default_is_the_numpy_path_and_compiled_is_opt_in() -> None:
+    assert make_learner("mer", mlp(6, 3, (5,)), n_classes=3).path == "numpy"
+    compiled_mer = make_learner("mer", mlp(6, 3, (5,)), n_classes=3, fast_path="compiled")
+    assert (compiled_mer.path, compiled_mer.fast_path) == ("compiled", True)
+    assert make_learner("lamaml", mlp(6, 3, (5,)), n_classes=3, fast_path=True).path == "numpy"
     assert make_learner("cmaml", mlp(6, 3, (5,)), n_classes=3, fast_path=False).path == "reference"
     # second-order La-MAML needs autograd: the default falls back, an explicit kernel is refused
     assert make_learner("lamaml", mlp(6, 3, (5,)), n_classes=3, second_order=True).path == "reference"
