@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kafka import TopicPartition
 
@@ -72,6 +73,14 @@ def dead_letter_batch(
         prom.rejected.labels(reason=reason).inc()
 
 
+class Fence(Protocol):
+    """Leadership (``streamlearn.fleet``): may this process still publish a checkpoint / commit offsets?"""
+
+    def may_publish(self) -> bool: ...
+
+    def may_commit(self) -> bool: ...
+
+
 class Checkpointer:
     """Writes the model's checkpoints and commits their offsets; restores the newest on start."""
 
@@ -83,6 +92,8 @@ class Checkpointer:
         self.last_time: float | None = None
         #: offsets of a checkpoint written while the broker was down, committed once it is back
         self.commit_owed: dict[TopicPartition, int] | None = None
+        #: set by a fleet's active learner: a deposed one publishes no checkpoint and commits nothing
+        self.fence: Fence | None = None
 
     def write(
         self,
@@ -110,6 +121,10 @@ class Checkpointer:
             log.error("checkpoint skipped: dead-letter topic did not acknowledge: %s", exc)
             return False
         learned = self.model.learner.examples
+        if self.fence is not None and not self.fence.may_publish():
+            self.prom.checkpoint_failures.inc()
+            log.error("checkpoint (%s) skipped: leadership not confirmed (fleet lease)", reason)
+            return False
         try:
             path = self.store.save(self.model.state_dict(_keyed(offsets)), learned)
         except CheckpointError as exc:
@@ -117,7 +132,7 @@ class Checkpointer:
             log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)
             return False
         self.last_time = time.time()
-        committed = broker_up and source.commit(offsets)
+        committed = broker_up and self._may_commit() and source.commit(offsets)
         self.commit_owed = None if committed else offsets
         self.prom.checkpoints.inc()
         self.prom.checkpoint_time.set(self.last_time)
@@ -133,8 +148,11 @@ class Checkpointer:
         )
         return True
 
+    def _may_commit(self) -> bool:
+        return self.fence is None or self.fence.may_commit()
+
     def retry_owed_commit(self, source: KafkaSource) -> None:
-        if self.commit_owed is not None and source.commit(self.commit_owed):
+        if self.commit_owed is not None and self._may_commit() and source.commit(self.commit_owed):
             log.info("committed the offsets of the last checkpoint (the broker is back)")
             self.commit_owed = None
 

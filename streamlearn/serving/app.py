@@ -85,6 +85,9 @@ class App:
     def __init__(self, source: ModelSource, settings: ServerSettings, *, role: str) -> None:
         self.source = source
         self.settings = settings
+        #: what /v2/health/ready says this process is: the learner is a fleet's active (of a fleet
+        #: of one without ``fleet.enabled``), a standby waits to take over, a replica only serves
+        self.role = {"learner": "active"}.get(role, role)
         self.registry = CollectorRegistry()
         self.metrics = ServingMetrics(
             self.registry, role=role, learner=settings.learner, model=settings.model_name
@@ -135,7 +138,7 @@ class App:
     def _ready(self, _request: Request) -> Response:
         ok = self.source.ready() and self.current() is not None
         self.metrics.ready.set(int(ok))
-        return Response(200 if ok else 503, orjson.dumps({"ready": ok}))
+        return Response(200 if ok else 503, orjson.dumps({"ready": ok, "role": self.role}))
 
     def _model_ready(self, _request: Request) -> Response:
         ok = self.current() is not None
