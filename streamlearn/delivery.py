@@ -132,7 +132,8 @@ class Checkpointer:
             log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)
             return False
         self.last_time = time.time()
-        committed = broker_up and self._may_commit() and source.commit(offsets)
+        fenced = broker_up and not self._may_commit()  # a deposed fleet member commits nothing
+        committed = broker_up and not fenced and source.commit(offsets)
         self.commit_owed = None if committed else offsets
         self.prom.checkpoints.inc()
         self.prom.checkpoint_time.set(self.last_time)
@@ -143,7 +144,7 @@ class Checkpointer:
             path.name,
             learned,
             _keyed(offsets),
-            "" if committed else " (commit deferred: broker down)" if not broker_up else " (commit failed)",
+            _commit_note(committed, broker_up, fenced),
             1000 * (time.monotonic() - t0),
         )
         return True
@@ -212,6 +213,14 @@ def reset_out_of_range(
             new,
         )
     return positions
+
+
+def _commit_note(committed: bool, broker_up: bool, fenced: bool) -> str:
+    if committed:
+        return ""
+    if not broker_up:
+        return " (commit deferred: broker down)"
+    return " (not committed: leadership not confirmed)" if fenced else " (commit failed)"
 
 
 def _keyed(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:
