@@ -128,7 +128,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--failovers", type=int, default=10)
     p.add_argument("--rate", type=float, default=100.0, help="examples/s the producer sends")
-    p.add_argument("--lease-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--lease-seconds", type=float, default=8.0, help="fleet.lease_seconds (default: the default)"
+    )
     p.add_argument("--max-seconds", type=float, default=540.0, help="no new round after this")
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     args = p.parse_args()
@@ -213,6 +215,7 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
 
     threading.Thread(target=sample, daemon=True).start()
     takeovers: list[float] = []
+    acquired: list[float] = []  # kill -> the standby holds the lease
     for k in range(args.failovers):
         if time.monotonic() - t_start > args.max_seconds:
             say(f"time budget spent after {k} failovers")
@@ -222,7 +225,8 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
         start = len(standby.lines)
         killed = time.monotonic()
         active.kill()
-        i, _, _ = standby.find(ACTIVE, start=start)
+        i, t_lease, _ = standby.find(ACTIVE, start=start)
+        acquired.append(t_lease - killed)
         j, _, m = standby.find(r"restored \S+: (\d+) examples learned", start=i)
         restored = int(m[1])
         while True:  # the first progress line with more learned than restored
@@ -268,6 +272,10 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
             "max": max(takeovers, default=None),
             "all": [round(t, 2) for t in takeovers],
         },
+        "lease_acquired_s": {
+            "p50": statistics.median(acquired) if acquired else None,
+            "max": max(acquired, default=None),
+        },
         "produced": sent[0] if sent else None,
         "learned": learned,
         "lost": offset - learned if offset >= learned else 0,
@@ -291,6 +299,8 @@ def report(r: dict[str, Any]) -> None:
             "takeover (kill -> first example learned by the new active): "
             f"p50 {t['p50']:.1f} s, max {t['max']:.1f} s"
         )
+        a = r["lease_acquired_s"]
+        print(f"  of which kill -> lease acquired: p50 {a['p50']:.1f} s, max {a['max']:.1f} s")
     print(
         f"produced {r['produced']}, learned {r['learned']} (final offset {r['final_offset']}): "
         f"lost {r['lost']}, learned twice {r['learned_twice']}"

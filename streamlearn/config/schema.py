@@ -162,7 +162,7 @@ class FleetConfig:
     enabled: bool = False
     #: an active that has not renewed its lease for this long is presumed dead and a standby takes
     #: over (renewed every fifth of it); takeover after a crash takes about this long plus a restore
-    lease_seconds: Annotated[float, Range(2, 3600)] = 10.0
+    lease_seconds: Annotated[float, Range(2, 3600)] = 8.0
 
 
 @dataclass

@@ -225,7 +225,9 @@ def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Sche
     prometheus = {"text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}}
     return {
         "_live": {"200": _json(_obj({"live": {"const": True}}), "Up.")},
-        "_ready": ready(_obj({"ready": {"type": "boolean"}})),
+        "_ready": ready(
+            _obj({"ready": {"type": "boolean"}, "role": {"enum": ["active", "standby", "replica"]}})
+        ),
         "_metrics": {"200": {"description": "Text exposition format 0.0.4.", "content": prometheus}},
         "_server_meta": {"200": _json(_ref("ServerMetadata"), "Server.")},
         "_model_meta": {"200": _json(_ref("ModelMetadata"), "Inputs, outputs and label names of the model.")},

@@ -3,8 +3,10 @@ producer, and the uninterrupted reference run (same seed, CPU) that every fleet 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -115,3 +117,64 @@ def copy(cfg: dict[str, Any]) -> dict[str, Any]:
 def listed(ckpt_dir: str) -> set[tuple[str, int]]:
     """(name, epoch) of every checkpoint in the store."""
     return {(c.path.name, c.epoch) for c in CheckpointStore(ckpt_dir).list()}
+
+
+class Relay:
+    """A TCP relay on loopback in front of a server, that can be cut: ``down()`` closes the port and
+    every open connection (the server is unreachable, as in a network outage), ``up()`` reopens it.
+    The server behind it (moto_server, which keeps its objects in memory) lives on meanwhile."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.port = 0
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.up()
+
+    def up(self) -> None:
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        self.port = srv.getsockname()[1]
+        srv.listen(64)
+        self._listener = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+
+    def down(self) -> None:
+        assert self._listener is not None
+        self._listener.close()
+        self._listener = None
+        with self._lock:
+            for c in self._conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            self._conns.clear()
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)

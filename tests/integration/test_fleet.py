@@ -8,6 +8,7 @@ import http.client
 import json
 import re
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.integration.daemon_process import scrape, wait_for
 from tests.integration.fleet_helpers import (
     Member,
     PacedProducer,
+    Relay,
     assert_same_model,
     copy,
     final_state,
@@ -162,4 +164,48 @@ def test_a_paused_active_is_deposed_and_publishes_nothing_that_wins(broker, topi
     assert producer.join() == N
     newest = CheckpointStore(cfg["checkpoint"]["dir"]).latest_info()
     assert newest is not None and newest.epoch == 2
+    check_end(cfg, broker, topic, reference_params(cfg, tmp_path))
+
+
+def test_a_store_outage_stops_checkpoints_and_commits_not_learning_nor_serving(
+    broker, topic, tmp_path, bucket, s3_endpoint, monkeypatch
+) -> None:
+    relay = Relay(int(s3_endpoint.rsplit(":", 1)[1]))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{relay.port}")  # the daemons go through it
+    cfg = fleet_config(broker, topic, tmp_path, bucket)
+    config = write_config(cfg, tmp_path / "fleet.yaml")
+    producer = PacedProducer(broker.bootstrap_servers, topic, N, rate=40.0)  # ~37 s of stream
+    a = Member(config)
+    b = None
+    group = cfg["kafka"]["group_id"]
+    try:
+        a.wait_for(r"fleet: active learner .* epoch 1$")
+        port = int(a.wait_for(r"(?<!standby )serving on http://[^ ]+:(\d+) \(POST")[1][1])
+        b = Member(config)
+        b.wait_for(r"fleet: standby")
+        a.wait_for(r"checkpoint \(periodic\) ckpt-")
+
+        def sample(name: str) -> float:
+            return sum(v for k, v in scrape(port).items() if k[0] == name)
+
+        relay.down()  # the object store is unreachable for 20 s
+        cut = len(a.lines)
+        learned0 = sample("streamlearn_model_examples_learned")
+        failures0 = sample("streamlearn_checkpoint_failures_total")
+        wait_for(lambda: sample("streamlearn_checkpoint_failures_total") > failures0, 20)
+        frozen = committed(broker, group, topic)
+        time.sleep(20)
+        assert sample("streamlearn_model_examples_learned") > learned0, "learning went on"
+        assert ready(port) == (200, {"ready": True, "role": "active"}), "serving went on"
+        assert committed(broker, group, topic) == frozen, "no offset commit without a durable checkpoint"
+        assert not b.has(r"fleet: active learner"), "an outage is not a reason to take over"
+        relay.up()
+        a.wait_for(r"checkpoint \(periodic\) ckpt-\d+-\d+-e1\.slc", start=cut, timeout_s=60)  # recovered
+        assert a.proc.wait(timeout=120) == 0, "".join(a.lines[-30:])
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()
+    assert producer.join() == N
+    assert b is not None and not b.has(r"fleet: active learner .* epoch 2")
     check_end(cfg, broker, topic, reference_params(cfg, tmp_path))
