@@ -214,9 +214,12 @@ class Fleet:
             raise Deposed(f"another process took over leadership (this one had epoch {self.epoch})")
         if self.active:
             with self._lock:
-                self.lease.release()
+                released = self.lease.release()
             self.active = False
-            log.info("fleet: released the lease (epoch %d)", self.epoch)
+            if released:
+                log.info("fleet: released the lease (epoch %d)", self.epoch)
+            else:
+                log.warning("fleet: could not release the lease: a standby takes over when it expires")
 
 
 def join_fleet(

@@ -20,7 +20,6 @@ holder keeps its lock: there is no takeover from a live process, hence no zombie
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -50,7 +49,7 @@ class Lease(Protocol):
 
     def renew(self) -> bool | None: ...
 
-    def release(self) -> None: ...
+    def release(self) -> bool: ...
 
 
 def open_lease(location: str, lease_seconds: float, holder: str) -> Lease:
@@ -173,10 +172,13 @@ class S3Lease:
         self.etag = new
         return True
 
-    def release(self) -> None:
+    def release(self) -> bool:
         """Mark the lease released (a graceful stop): a standby takes over at its next look."""
-        with contextlib.suppress(OSError):
-            self._put(self._body(released=True), IfMatch=str(self.etag))
+        try:
+            return self._put(self._body(released=True), IfMatch=str(self.etag)) is not None
+        except OSError as exc:
+            log.debug("%s", exc)
+            return False
 
 
 def _lease_client() -> Any:
@@ -223,7 +225,8 @@ class LocalLease:
     def renew(self) -> bool | None:
         return True  # the kernel holds the lock until this process ends
 
-    def release(self) -> None:
+    def release(self) -> bool:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        return True
