@@ -380,9 +380,10 @@ def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_checkpoint_inspect(args: argparse.Namespace) -> int:
     from streamlearn.checkpoint import describe, find
+    from streamlearn.checkpoint.store import epoch_of
 
     path, state = find(args.path)
-    out = {"path": str(path), **describe(state)}
+    out = {"path": str(path), "leadership_epoch": epoch_of(path.name), **describe(state)}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2, default=str))
     return 0
 

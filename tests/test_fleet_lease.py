@@ -3,6 +3,9 @@ of checkpoints that fences a deposed writer."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,15 @@ def test_a_higher_epoch_wins_whatever_the_lower_one_learned(tmp_path: Path) -> N
     assert found is not None
     assert (found[0].epoch, found[0].examples) == (2, 150)
     assert found[0].path.name == "ckpt-000000000150-000001-e2.slc"
+    res = subprocess.run(
+        [sys.executable, "-m", "streamlearn.cli", "checkpoint", "inspect", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
+    assert (shown["leadership_epoch"], shown["offsets"]) == (2, {"t:0": 150})
 
 
 def test_a_single_learner_writes_the_newest_epoch_it_restored(tmp_path: Path) -> None:

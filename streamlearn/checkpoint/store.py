@@ -69,6 +69,12 @@ class CheckpointInfo:
         return (self.epoch, self.examples, self.seq)
 
 
+def epoch_of(name: str) -> int | None:
+    """The leadership epoch a checkpoint's name carries (0 without a suffix); None if not a checkpoint."""
+    m = _NAME.match(name)
+    return None if m is None else int(m.group(3) or 0)
+
+
 def is_object_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(OBJECT_URL_SCHEME)
 

@@ -48,8 +48,12 @@ log = logging.getLogger(__name__)
 
 #: publish checkpoints only while the last confirmation is younger than this fraction of the lease
 SAFE_FRACTION = 0.8
-#: renew (and, as a standby, look at the lease) this many times per lease period
+#: the active renews this many times per lease period
 RENEWALS_PER_LEASE = 5
+#: a standby looks at the lease this many times per lease period (one GET each), and also wakes up
+#: when the ETag it watches has been unchanged for a whole period: takeover ≈ lease_seconds after
+#: the last renewal, plus at most a tenth of it to see that renewal
+LOOKS_PER_LEASE = 10
 ROLES = ("active", "standby")
 
 
@@ -73,6 +77,7 @@ class Fleet:
         self.cfg = cfg
         self.lease_s = cfg.fleet.lease_seconds
         self.renew_s = self.lease_s / RENEWALS_PER_LEASE
+        self.look_s = self.lease_s / LOOKS_PER_LEASE
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.lease = lease or open_lease(cfg.checkpoint.dir, self.lease_s, self.holder)
         self.store = store
@@ -113,7 +118,8 @@ class Fleet:
                         self.lease_s,
                     )
                     told = True
-                stop.wait(self.renew_s)
+                left = self.lease.until_expiry()
+                stop.wait(self.look_s if left is None else min(self.look_s, max(0.01, left)))
             else:
                 return False
         finally:

@@ -45,6 +45,10 @@ class Lease(Protocol):
 
     holder_seen: str | None
 
+    def until_expiry(self) -> float | None:
+        """Seconds until the lease being watched may be taken over, if known (a standby sleeps no longer)."""
+        ...
+
     def try_acquire(self, min_epoch: int) -> int | None: ...
 
     def renew(self) -> bool | None: ...
@@ -119,6 +123,11 @@ class S3Lease:
             "lease_seconds": self.lease_seconds,
             "written_at": time.time(),  # for people reading the object; never compared
         }
+
+    def until_expiry(self) -> float | None:
+        if self._seen is None:
+            return None
+        return self.lease_seconds - (time.monotonic() - self._seen[1])
 
     def try_acquire(self, min_epoch: int) -> int | None:
         try:
@@ -221,6 +230,9 @@ class LocalLease:
         os.fsync(fd)
         self._fd = fd
         return epoch
+
+    def until_expiry(self) -> float | None:
+        return None  # the kernel releases the lock when the holder dies: nothing to count
 
     def renew(self) -> bool | None:
         return True  # the kernel holds the lock until this process ends
