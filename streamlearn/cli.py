@@ -27,7 +27,7 @@ from typing import Any
 
 from streamlearn import __version__, logs
 from streamlearn.config import ENV_PREFIX
-from streamlearn.errors import BrokerError, StreamlearnError
+from streamlearn.errors import BrokerError, Deposed, StreamlearnError
 
 log = logging.getLogger("streamlearn")
 
@@ -380,9 +380,10 @@ def _add_checkpoint(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_checkpoint_inspect(args: argparse.Namespace) -> int:
     from streamlearn.checkpoint import describe, find
+    from streamlearn.checkpoint.store import epoch_of
 
     path, state = find(args.path)
-    out = {"path": str(path), **describe(state)}
+    out = {"path": str(path), "leadership_epoch": epoch_of(path.name), **describe(state)}
     print(json.dumps(out) if args.json else json.dumps(out, indent=2, default=str))
     return 0
 
@@ -422,8 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    except BrokerError as exc:
-        # The embedded broker would not start: a runtime failure, not the user's input.
+    except (BrokerError, Deposed) as exc:
+        # The embedded broker would not start, or another process took over: runtime failures.
         print(f"streamlearn: error: {exc}", file=sys.stderr)
         return 1
     except StreamlearnError as exc:

@@ -37,6 +37,7 @@ from streamlearn.delivery import (
     reset_out_of_range,
     resume,
 )
+from streamlearn.fleet import join_fleet
 from streamlearn.ingest.broker import EmbeddedBroker
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Rejection
@@ -46,6 +47,7 @@ from streamlearn.learners import Learner, UpdateStats
 from streamlearn.logs import Throttled
 from streamlearn.metrics import LearnerMetrics, counter_value, disable_created_series, render
 from streamlearn.model_state import ModelState
+from streamlearn.progress import report_progress
 from streamlearn.runtime import Every, pin_threads
 from streamlearn.serving.live_meta import page_meta
 from streamlearn.serving.publisher import Publisher, ServingError
@@ -119,6 +121,9 @@ class Daemon:
         # Also an entry point (tests, benchmarks and embedders run the daemon without the CLI).
         disable_created_series()
         pin_threads(self.cfg.runtime.threads)
+        fleet = join_fleet(self.cfg, self.registry, self.checkpointer, self._stop, self.request_stop)
+        if fleet is not None and not fleet.active:
+            return self.summary()  # fleet.enabled: stopped while a standby
         self._restored_offsets = self.checkpointer.restore(self.cfg.fingerprint())
         try:
             if self.cfg.serve.enabled:
@@ -128,6 +133,8 @@ class Daemon:
             if self.publisher is not None:
                 self.publisher.stop()
                 self.publisher = None
+            if fleet is not None:
+                fleet.leave()  # releases the lease; raises Deposed if another process took it over
 
     def _start_serving(self) -> None:
         self.publisher = Publisher(self.cfg, self.learner.model, self.learner.name)
@@ -432,17 +439,6 @@ class Daemon:
         mark_time, mark_learned = self._rate_mark
         rate = (self.learned - mark_learned) / max(now - mark_time, 1e-9)
         self._rate_mark = (now, self.learned)
-        lag = sum(source.lag(self.safe_offsets()).values())
         s = self.summary()
-        s.update(examples_per_s=rate, lag=lag)
-        log.info(
-            "learned %d (%.1f ex/s), rejected %d, prequential accuracy %.4f, rolling %.4f, lag %d",
-            s["learned"],
-            rate,
-            s["rejected"],
-            s["prequential_accuracy"],
-            s["rolling_accuracy"],
-            lag,
-        )
-        if self.on_progress is not None:
-            self.on_progress(s)
+        s.update(examples_per_s=rate, lag=sum(source.lag(self.safe_offsets()).values()))
+        report_progress(s, self.on_progress)

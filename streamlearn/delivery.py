@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kafka import TopicPartition
 
@@ -76,6 +77,14 @@ def dead_letter_batch(
         prom.rejected.labels(reason=reason).inc()
 
 
+class Fence(Protocol):
+    """Leadership (``streamlearn.fleet``): may this process still publish a checkpoint / commit offsets?"""
+
+    def may_publish(self) -> bool: ...
+
+    def may_commit(self) -> bool: ...
+
+
 class Checkpointer:
     """Writes the model's checkpoints and commits their offsets; restores the newest on start."""
 
@@ -87,6 +96,8 @@ class Checkpointer:
         self.last_time: float | None = None
         #: offsets of a checkpoint written while the broker was down, committed once it is back
         self.commit_owed: dict[TopicPartition, int] | None = None
+        #: set by a fleet's active learner: a deposed one publishes no checkpoint and commits nothing
+        self.fence: Fence | None = None
 
     def write(
         self,
@@ -114,6 +125,10 @@ class Checkpointer:
             log.error("checkpoint skipped: dead-letter topic did not acknowledge: %s", exc)
             return False
         learned = self.model.learner.examples
+        if self.fence is not None and not self.fence.may_publish():
+            self.prom.checkpoint_failures.inc()
+            log.error("checkpoint (%s) skipped: leadership not confirmed (fleet lease)", reason)
+            return False
         try:
             path = self.store.save(self.model.state_dict(_keyed(offsets)), learned)
         except CheckpointError as exc:
@@ -121,7 +136,8 @@ class Checkpointer:
             log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)
             return False
         self.last_time = time.time()
-        committed = broker_up and source.commit(offsets)
+        fenced = broker_up and not self._may_commit()  # a deposed fleet member commits nothing
+        committed = broker_up and not fenced and source.commit(offsets)
         self.commit_owed = None if committed else offsets
         self.prom.checkpoints.inc()
         self.prom.checkpoint_time.set(self.last_time)
@@ -132,13 +148,16 @@ class Checkpointer:
             path.name,
             learned,
             _keyed(offsets),
-            "" if committed else " (commit deferred: broker down)" if not broker_up else " (commit failed)",
+            _commit_note(committed, broker_up, fenced),
             1000 * (time.monotonic() - t0),
         )
         return True
 
+    def _may_commit(self) -> bool:
+        return self.fence is None or self.fence.may_commit()
+
     def retry_owed_commit(self, source: KafkaSource) -> None:
-        if self.commit_owed is not None and source.commit(self.commit_owed):
+        if self.commit_owed is not None and self._may_commit() and source.commit(self.commit_owed):
             log.info("committed the offsets of the last checkpoint (the broker is back)")
             self.commit_owed = None
 
@@ -198,6 +217,14 @@ def reset_out_of_range(
             new,
         )
     return positions
+
+
+def _commit_note(committed: bool, broker_up: bool, fenced: bool) -> str:
+    if committed:
+        return ""
+    if not broker_up:
+        return " (commit deferred: broker down)"
+    return " (not committed: leadership not confirmed)" if fenced else " (commit failed)"
 
 
 def _keyed(offsets: Mapping[TopicPartition, int]) -> dict[str, int]:

@@ -1,6 +1,10 @@
 """The checkpoint store: names, ordering, retention and "newest good one", over any ``Storage``.
 
-One checkpoint is one file or object named ``ckpt-<examples>-<seq>.slc`` (see ``codec``). Whichever
+One checkpoint is one file or object named ``ckpt-<examples>-<seq>.slc``, or
+``ckpt-<examples>-<seq>-e<epoch>.slc`` when written by the active learner of a fleet at leadership
+epoch ``epoch`` (see ``streamlearn.fleet``; no suffix means epoch 0). Checkpoints are ordered by
+(epoch, examples, seq): a checkpoint of a deposed leader (lower epoch) never wins over one of its
+successor, whatever it learned since. Whichever
 the storage — a local directory or an ``s3://bucket/prefix`` — the store guarantees:
 
 - a checkpoint becomes visible under its name only once complete (rename / single PUT);
@@ -28,7 +32,7 @@ from streamlearn.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^ckpt-(\d{12})-(\d{6})\.slc$")
+_NAME = re.compile(r"^ckpt-(\d{12})-(\d{6})(?:-e(\d{1,12}))?\.slc$")
 OBJECT_URL_SCHEME = "s3://"  # s3.OBJECT_URL_SCHEME; not imported from there, which would load boto3
 
 
@@ -56,6 +60,19 @@ class CheckpointInfo:
     path: Path
     examples: int
     seq: int
+    #: the leadership epoch of the writer (0: not written by a fleet's active learner)
+    epoch: int = 0
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Newest is greatest: a higher epoch wins, then more examples, then the later write."""
+        return (self.epoch, self.examples, self.seq)
+
+
+def epoch_of(name: str) -> int | None:
+    """The leadership epoch a checkpoint's name carries (0 without a suffix); None if not a checkpoint."""
+    m = _NAME.match(name)
+    return None if m is None else int(m.group(3) or 0)
 
 
 def is_object_url(location: str | Path) -> bool:
@@ -101,6 +118,9 @@ class CheckpointStore:
         self.dir = self.storage.location
         self.keep = max(1, int(keep))
         self._seq = 0
+        #: leadership epoch written into new names: the fleet sets it when this process becomes the
+        #: active learner; otherwise the newest seen (``latest``), so a restart never loses to its past
+        self.epoch = 0
         #: the checkpoints in the location after this writer's last save: one learner writes a
         #: location, so later saves need no listing (one S3 LIST less per checkpoint)
         self._kept: list[CheckpointInfo] | None = None
@@ -115,8 +135,8 @@ class CheckpointStore:
         for p in entries:
             m = _NAME.match(p.name)
             if m:
-                found.append(CheckpointInfo(p, int(m.group(1)), int(m.group(2))))
-        return sorted(found, key=lambda c: (c.examples, c.seq))
+                found.append(CheckpointInfo(p, int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)))
+        return sorted(found, key=lambda c: c.order)
 
     def save(self, state: dict[str, Any], examples: int) -> Path:
         """Write atomically and durably; raise CheckpointError (and leave older ones) on failure."""
@@ -125,11 +145,12 @@ class CheckpointStore:
         # seq disambiguates two checkpoints at the same example count (e.g. SIGTERM right after one)
         self._seq = max([self._seq, *[c.seq for c in existing if c.examples == examples]]) + 1
         seq = self._seq % 1_000_000
+        suffix = f"-e{self.epoch}" if self.epoch else ""
         try:
-            path = self.storage.put(f"ckpt-{examples:012d}-{seq:06d}.slc", blob)
+            path = self.storage.put(f"ckpt-{examples:012d}-{seq:06d}{suffix}.slc", blob)
         except OSError as exc:
             raise CheckpointError(f"cannot write checkpoint in {self.dir}: {exc.strerror or exc}") from exc
-        self._kept = self._prune([*existing, CheckpointInfo(path, examples, seq)])
+        self._kept = self._prune([*existing, CheckpointInfo(path, examples, seq, self.epoch)])
         return path
 
     def remove_stale_temporaries(self) -> int:
@@ -145,7 +166,7 @@ class CheckpointStore:
 
     def _prune(self, found: Iterable[CheckpointInfo]) -> builtins.list[CheckpointInfo]:
         """Remove all but the newest ``keep``; returns what is left (a failed removal stays listed)."""
-        ordered = sorted(found, key=lambda c: (c.examples, c.seq))
+        ordered = sorted(found, key=lambda c: c.order)
         stuck = []
         for old in ordered[: -self.keep]:
             try:
@@ -166,7 +187,10 @@ class CheckpointStore:
 
     def latest(self) -> tuple[CheckpointInfo, dict[str, Any]] | None:
         """The newest checkpoint that verifies; corrupt ones are logged and skipped."""
-        for info in reversed(self.list()):
+        found = self.list()
+        if found:
+            self.epoch = max(self.epoch, found[-1].epoch)
+        for info in reversed(found):
             try:
                 return info, read(info.path)
             except CheckpointError as exc:

@@ -154,6 +154,18 @@ class GuardConfig:
 
 
 @dataclass
+class FleetConfig:
+    """Leadership among identical ``streamlearn run`` processes (``streamlearn.fleet``)."""
+
+    #: one active learner, the others standbys that serve the newest checkpoint and take over; the
+    #: lease lives beside the checkpoints (``checkpoint.dir``: an S3 object, or a lock file locally)
+    enabled: bool = False
+    #: an active that has not renewed its lease for this long is presumed dead and a standby takes
+    #: over (renewed every fifth of it); takeover after a crash takes about this long plus a restore
+    lease_seconds: Annotated[float, Range(2, 3600)] = 8.0
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -163,6 +175,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     #: where the values came from, for messages; not a config key.
     source: str = field(default="<defaults>", compare=False, repr=False, metadata={"internal": True})
 

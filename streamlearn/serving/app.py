@@ -91,6 +91,9 @@ class App:
     def __init__(self, source: ModelSource, settings: ServerSettings, *, role: str) -> None:
         self.source = source
         self.settings = settings
+        #: what /v2/health/ready says this process is: the learner is a fleet's active (of a fleet
+        #: of one without ``fleet.enabled``), a standby waits to take over, a replica only serves
+        self.role = {"learner": "active"}.get(role, role)
         self.registry = CollectorRegistry()
         self.metrics = ServingMetrics(
             self.registry, role=role, learner=settings.learner, model=settings.model_name
@@ -145,7 +148,7 @@ class App:
         view = self.current()
         ok = self.source.ready() and view is not None and view.finite
         self.metrics.ready.set(int(ok))
-        body: dict[str, Any] = {"ready": ok}
+        body: dict[str, Any] = {"ready": ok, "role": self.role}
         if view is not None and not view.finite:
             body["reason"] = NOT_FINITE
         return Response(200 if ok else 503, orjson.dumps(body))

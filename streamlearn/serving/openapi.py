@@ -229,9 +229,10 @@ def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Sche
             _obj(
                 {
                     "ready": {"type": "boolean"},
+                    "role": {"enum": ["active", "standby", "replica"]},
                     "reason": {"type": "string", "description": "why not, when the model is the cause"},
                 },
-                required=["ready"],
+                required=["ready", "role"],
             )
         ),
         "_metrics": {"200": {"description": "Text exposition format 0.0.4.", "content": prometheus}},

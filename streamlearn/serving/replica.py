@@ -62,10 +62,7 @@ class CheckpointSource:
 
     def _poll(self) -> bool:
         for info in reversed(self.store.list()):
-            if self.loaded is not None and (info.examples, info.seq) <= (
-                self.loaded.examples,
-                self.loaded.seq,
-            ):
+            if self.loaded is not None and info.order <= self.loaded.order:
                 return False
             try:
                 key = (info.path, info.path.stat().st_size)
@@ -117,45 +114,84 @@ class CheckpointSource:
         return {"learned": loaded.examples, "checkpoint_age": age, "checkpoint": loaded.path.name}
 
 
+class ReplicaServer:
+    """The replica's HTTP server and its hot-reload thread, in this process (a fleet's standby too)."""
+
+    def __init__(self, cfg: Config, checkpoint_dir: str, *, poll_seconds: float = 2.0, role: str = "replica"):
+        self.source = CheckpointSource(checkpoint_dir, Predictor(cfg.model))
+        self.checkpoint_dir = checkpoint_dir
+        self.poll_seconds = poll_seconds
+        s = cfg.serve
+        settings = ServerSettings.from_config(s, cfg.model, cfg.learner.name)
+        self.app = App(self.source, settings, role=role)
+        self.server = make_server(self.app, s.host, s.port)
+        self.host = s.host
+        self.port: int = self.server.server_port
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def _reload_loop(self) -> None:
+        while not self.stop_event.wait(self.poll_seconds):
+            try:
+                self.source.poll()
+            except Exception:  # never let a bad file or an unreachable store end hot reloading
+                log.exception("checkpoint poll failed")
+
+    def start(self) -> ReplicaServer:
+        """Load what there is, then serve and reload in background threads."""
+        try:
+            loaded = self.source.poll()
+        except Exception:  # an unreachable store: not ready until the reload thread gets through
+            log.exception("checkpoint poll failed")
+            loaded = False
+        if not loaded:
+            log.warning("no usable checkpoint in %s yet: not ready until one appears", self.checkpoint_dir)
+        self.app.live.start()  # the live page's history
+        for target, name in ((self._reload_loop, "reload"), (self.serve_forever, "replica-http")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def serve_forever(self) -> None:
+        try:
+            self.server.serve_forever(poll_interval=0.5)
+        finally:
+            self.stop_event.set()
+
+    def stop(self) -> None:
+        """Stop serving and close the port (a fleet's new active then binds it for its own server)."""
+        self.stop_event.set()
+        self.app.live.stop()
+        self.server.shutdown()
+        self.server.server_close()
+        for t in self._threads:
+            t.join(timeout=10)
+
+
 def run_replica(cfg: Config, checkpoint_dir: str, *, poll_seconds: float = 2.0) -> None:
     """Serve until SIGTERM/SIGINT."""
     from streamlearn.runtime import pin_threads
 
     pin_threads(1)
-    source = CheckpointSource(checkpoint_dir, Predictor(cfg.model))
-    if not source.poll():
-        log.warning("no usable checkpoint in %s yet: not ready until one appears", checkpoint_dir)
-    s = cfg.serve
-    settings = ServerSettings.from_config(s, cfg.model, cfg.learner.name)
-    app = App(source, settings, role="replica")
-    server = make_server(app, s.host, s.port)
-    app.live.start()
-    stop = threading.Event()
-
-    def reload_loop() -> None:
-        while not stop.wait(poll_seconds):
-            try:
-                source.poll()
-            except Exception:  # never let a bad file end hot reloading
-                log.exception("checkpoint poll failed")
+    replica = ReplicaServer(cfg, checkpoint_dir, poll_seconds=poll_seconds)
+    stop = replica.stop_event
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s: stopping the replica", signal.Signals(signum).name)
         stop.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    threading.Thread(target=reload_loop, name="reload", daemon=True).start()
+    replica.start()
     log.info(
         "read-only replica serving %s on http://%s:%d (polling every %.1f s)",
         checkpoint_dir,
-        s.host,
-        server.server_port,
+        replica.host,
+        replica.port,
         poll_seconds,
     )
     try:
-        server.serve_forever(poll_interval=0.5)
+        stop.wait()
     finally:
-        stop.set()
-        server.server_close()
+        replica.stop()

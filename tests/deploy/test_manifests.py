@@ -158,36 +158,52 @@ def test_k8s_workload_ports_probes_and_security(kind: str, name: str) -> None:
     assert mounts["config"]["mountPath"] == str(Path(CONFIG_PATH).parent)
     vols = {v["name"]: v for v in pod["spec"].get("volumes", [])}
     assert vols["config"]["configMap"]["name"] == "streamlearn-config"
-    assert mounts["checkpoints"]["mountPath"] == CHECKPOINTS
+    assert "checkpoints" not in mounts, "checkpoints live in object storage: no shared volume"
     assert mounts["tmp"]["mountPath"] == "/tmp"
+    (secret,) = c["envFrom"]  # endpoint and credentials from the AWS chain, never from the config
+    assert secret["secretRef"] == {"name": "streamlearn-s3", "optional": True}
     assert w["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
 
 
-def test_k8s_learner_is_a_single_writer_with_a_claim_template() -> None:
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def test_k8s_learners_are_a_fleet_with_checkpoints_in_object_storage(tmp_path: Path) -> None:
     sts = _k8s("StatefulSet", "streamlearn")
-    assert sts["spec"]["replicas"] == 1
-    assert _container(sts)["args"][0] == "run"
-    (vct,) = sts["spec"]["volumeClaimTemplates"]
-    assert vct["metadata"]["name"] == "checkpoints"
-    assert "ReadWriteMany" in vct["spec"]["accessModes"]
+    assert sts["spec"]["replicas"] == 2, "active + hot standby"
+    c = _container(sts)
+    assert c["args"][0] == "run"
+    assert "volumeClaimTemplates" not in sts["spec"], "no ReadWriteMany (nor any) volume"
+    env = _env(c)
+    assert env["STREAMLEARN__CHECKPOINT__DIR"].startswith("s3://")
+    # the ConfigMap's config with the pod's environment validates, with leadership on
+    cm = _k8s("ConfigMap", "streamlearn-config")
+    (tmp_path / "config.yaml").write_text(cm["data"]["config.yaml"])
+    cfg = load_config(tmp_path / "config.yaml", environ=env)
+    assert cfg.fleet.enabled and cfg.checkpoint.dir == env["STREAMLEARN__CHECKPOINT__DIR"]
     assert not any(
         d["kind"] == "HorizontalPodAutoscaler" and d["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
         for d in _k8s_docs()
     )
+    # a drain takes one member at a time: the other keeps learning or takes over
+    pdb = _k8s("PodDisruptionBudget", "streamlearn")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"].items()
+        <= sts["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
-def test_k8s_replicas_read_the_learners_claim_read_only() -> None:
+def test_k8s_replicas_read_the_learners_bucket() -> None:
     sts = _k8s("StatefulSet", "streamlearn")
     dep = _k8s("Deployment", "streamlearn-serve")
     c = _container(dep)
     assert c["args"][0] == "serve"
-    assert c["args"][c["args"].index("--checkpoint-dir") + 1] == CHECKPOINTS
-    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
-    pvc = vols["checkpoints"]["persistentVolumeClaim"]
-    # StatefulSet claim names are <template>-<statefulset>-<ordinal>
-    assert pvc["claimName"] == f"{sts['spec']['volumeClaimTemplates'][0]['metadata']['name']}-streamlearn-0"
-    assert pvc["readOnly"] is True
-    assert {m["name"]: m for m in c["volumeMounts"]}["checkpoints"]["readOnly"] is True
+    url = _env(_container(sts))["STREAMLEARN__CHECKPOINT__DIR"]
+    assert c["args"][c["args"].index("--checkpoint-dir") + 1] == url
+    vols = {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert "checkpoints" not in vols
     hpa = _k8s("HorizontalPodAutoscaler", "streamlearn-serve")
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -257,12 +273,21 @@ def test_compose_streamlearn_services() -> None:
     assert (DEPLOY / learner["build"]["context"] / learner["build"]["dockerfile"]).is_file()
     assert learner["command"] == ["run", "-c", CONFIG_PATH]
     assert _bind_mounts(learner)[CONFIG_PATH] == "../configs/docker.yaml"
-    assert f"checkpoints:{CHECKPOINTS}" in learner["volumes"]
-    assert "checkpoints" in c["volumes"]
+    url = learner["environment"]["STREAMLEARN__CHECKPOINT__DIR"]
+    assert url.startswith("s3://") and learner["environment"]["STREAMLEARN__FLEET__ENABLED"] == "true"
     assert f"{PORT}:{PORT}" in learner["ports"]
+    # the fleet: a second identical learner, and MinIO with its bucket made before either starts
+    standby = svcs["streamlearn-standby"]
+    assert standby["command"] == learner["command"] and standby["environment"] == learner["environment"]
+    assert standby["ports"] != learner["ports"]
+    assert svcs["minio"]["image"].startswith("minio/minio:")
+    assert learner["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    bucket = url.removeprefix("s3://").split("/")[0]
+    assert f"local/{bucket}" in " ".join(svcs["minio-init"]["command"])
+    assert learner["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
     assert replica["command"][0] == "serve"
-    assert replica["command"][replica["command"].index("--checkpoint-dir") + 1] == CHECKPOINTS
-    assert f"checkpoints:{CHECKPOINTS}:ro" in replica["volumes"]
+    assert replica["command"][replica["command"].index("--checkpoint-dir") + 1] == url
+    assert replica["environment"]["AWS_ENDPOINT_URL"] == learner["environment"]["AWS_ENDPOINT_URL"]
     assert any(p.endswith(f":{PORT}") for p in replica["ports"])
     for svc in (learner, replica):
         assert svc["image"] == learner["image"]

@@ -145,7 +145,7 @@ def test_not_ready_without_a_model() -> None:
     _, port = _start(StaticSource(None))
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     assert call(conn, "GET", "/v2/health/live")[0] == 200
-    assert call(conn, "GET", "/v2/health/ready") == (503, {"ready": False})
+    assert call(conn, "GET", "/v2/health/ready") == (503, {"ready": False, "role": "replica"})
     status, out = call(conn, "POST", "/predict", {"x": [0] * N_IN})
     assert status == 503 and "no model yet" in out["error"]
 
