@@ -186,17 +186,25 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _install_stop_handlers(stop: Any) -> None:
+def _install_stop_handlers(stop: Any) -> list[str]:
+    """SIGTERM/SIGINT call ``stop``; the returned list receives the signal's name (for the summary)."""
     import signal
 
+    received: list[str] = []
+
     def handler(signum: int, _frame: Any) -> None:
-        log.info(
-            "received %s: finishing the current update, then checkpoint and exit", signal.Signals(signum).name
-        )
+        name = signal.Signals(signum).name
+        received.append(name)
+        log.info("received %s: finishing the current update, then checkpoint and exit", name)
         stop()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    return received
+
+
+def _stopped_by(received: list[str]) -> str | None:
+    return {"SIGINT": "Ctrl-C"}.get(received[0], received[0]) if received else None
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -219,12 +227,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before the torch import: config errors answer at once
+    from streamlearn.console import status_text, summary_text
     from streamlearn.daemon import Daemon
 
-    daemon = Daemon(cfg)
-    _install_stop_handlers(daemon.request_stop)
-    summary = daemon.run()
+    status = args.status_line  # drawn on a terminal only
+    daemon = Daemon(cfg, on_progress=lambda s: status.set(status_text(s, "[run]")))
+    received = _install_stop_handlers(daemon.request_stop)
+    try:
+        summary = daemon.run()
+    finally:
+        status.clear()
     log.info("stopped: %s", json.dumps(summary))
+    if status.tty:  # a person is watching: the summary; the log line above is for machines
+        latest = daemon.checkpointer.store.latest_info()
+        summary_shown = {**summary, "checkpoint": str(latest.path) if latest else None}
+        print(summary_text(summary_shown, verb="run", stopped_by=_stopped_by(received)), flush=True)
     if args.json:
         print(json.dumps(summary), flush=True)
     return 0
@@ -298,21 +315,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
 
     cfg = load_config(args.config, _config_overrides(args))
+    from streamlearn.console import summary_text
     from streamlearn.demo import run_demo
 
+    received: list[list[str]] = []  # the stop handlers' record, once installed
     summary = run_demo(
         cfg,
         stream=args.stream,
         max_examples=args.max_examples,
         rate=args.rate,
-        live=sys.stderr.isatty() or not args.json,
-        on_start=lambda daemon: _install_stop_handlers(daemon.request_stop),  # Ctrl-C: clean stop
+        status=args.status_line,
+        # Ctrl-C: clean stop
+        on_start=lambda daemon: received.append(_install_stop_handlers(daemon.request_stop)),
     )
-    print(
-        f"learned {summary['learned']} examples ({summary['examples_per_s']:.1f} ex/s), "
-        f"rejected {summary['rejected']}, prequential accuracy {summary['prequential_accuracy']:.4f}",
-        flush=True,
-    )
+    print(summary_text(summary, stopped_by=_stopped_by(received[0] if received else [])), flush=True)
     if args.json:
         print(json.dumps(summary), flush=True)
     return 0
@@ -411,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure(args.log_level)
+    args.status_line = logs.configure(args.log_level)
     for old, new in _RETIRED_ENV.items():
         if old in os.environ:
             log.warning("%s is no longer read: set %s instead", old, new)
