@@ -149,6 +149,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="torch/BLAS threads; 1 is fastest for these small matrices",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="also write DIR/index.html: accuracy heatmap, per-task curves, scores (PNGs embedded)",
+    )
     p.set_defaults(func=_cmd_bench)
 
 
@@ -168,6 +174,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         progress=stderr_progress(),
     )
     print(format_result(result), flush=True)
+    if args.report:
+        from streamlearn.bench_report import write_report
+
+        print(f"report: {write_report([result.to_json()], args.report)}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(result.to_json()), flush=True)
     return 0
@@ -184,27 +194,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set learner.name=lamaml --set kafka.topic=x "
         "(repeatable; outranks the file and the environment's STREAMLEARN__SECTION__KEY)",
     )
-
-
-def _install_stop_handlers(stop: Any) -> list[str]:
-    """SIGTERM/SIGINT call ``stop``; the returned list receives the signal's name (for the summary)."""
-    import signal
-
-    received: list[str] = []
-
-    def handler(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        received.append(name)
-        log.info("received %s: finishing the current update, then checkpoint and exit", name)
-        stop()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return received
-
-
-def _stopped_by(received: list[str]) -> str | None:
-    return {"SIGINT": "Ctrl-C"}.get(received[0], received[0]) if received else None
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -229,10 +218,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # before the torch import: config errors answer at once
     from streamlearn.console import status_text, summary_text
     from streamlearn.daemon import Daemon
+    from streamlearn.stopping import StopSignals
 
     status = args.status_line  # drawn on a terminal only
     daemon = Daemon(cfg, on_progress=lambda s: status.set(status_text(s, "[run]")))
-    received = _install_stop_handlers(daemon.request_stop)
+    signals = StopSignals(daemon.request_stop)
     try:
         summary = daemon.run()
     finally:
@@ -241,7 +231,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if status.tty:  # a person is watching: the summary; the log line above is for machines
         latest = daemon.checkpointer.store.latest_info()
         summary_shown = {**summary, "checkpoint": str(latest.path) if latest else None}
-        print(summary_text(summary_shown, verb="run", stopped_by=_stopped_by(received)), flush=True)
+        print(summary_text(summary_shown, verb="run", stopped_by=signals.stopped_by), flush=True)
     if args.json:
         print(json.dumps(summary), flush=True)
     return 0
@@ -317,8 +307,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _config_overrides(args))
     from streamlearn.console import summary_text
     from streamlearn.demo import run_demo
+    from streamlearn.stopping import StopSignals
 
-    received: list[list[str]] = []  # the stop handlers' record, once installed
+    signals: list[StopSignals] = []  # installed once the daemon exists
     summary = run_demo(
         cfg,
         stream=args.stream,
@@ -326,9 +317,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         rate=args.rate,
         status=args.status_line,
         # Ctrl-C: clean stop
-        on_start=lambda daemon: received.append(_install_stop_handlers(daemon.request_stop)),
+        on_start=lambda daemon: signals.append(StopSignals(daemon.request_stop)),  # Ctrl-C: clean stop
     )
-    print(summary_text(summary, stopped_by=_stopped_by(received[0] if received else [])), flush=True)
+    print(summary_text(summary, stopped_by=signals[0].stopped_by if signals else None), flush=True)
     if args.json:
         print(json.dumps(summary), flush=True)
     return 0

@@ -50,7 +50,7 @@ def where_to_look(cfg: Config, port: int) -> list[str]:
     The token itself is never printed (it would end up in logs): the curl names a variable."""
     url = base_url(cfg.serve.host, port)
     auth = ' -H "Authorization: Bearer $STREAMLEARN_TOKEN"' if cfg.serve.auth_token else ""
-    zeros = f"$(python3 -c 'print(\",\".join([\"0\"] * {cfg.model.n_inputs}))')"
+    zeros = f'$(python3 -c \'print(",".join(["0"] * {cfg.model.n_inputs}))\')'
     return [
         f"open   {url}/          the live page",
         f"       {url}/metrics   Prometheus metrics",
