@@ -118,3 +118,11 @@ def test_every_image_of_the_report_loads_in_headless_chromium(cli_report, tmp_pa
         assert complete and width > 0 and height > 0, alt
     assert rows == 1
     assert png_size((tmp_path / "report.png").read_bytes())[0] > 0
+
+
+def test_the_module_examples_hold() -> None:
+    import doctest
+
+    from streamlearn import bench_report
+
+    assert doctest.testmod(bench_report).attempted >= 2 and doctest.testmod(bench_report).failed == 0
