@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from streamlearn.config import Config, load_config
@@ -55,9 +55,14 @@ def run_demo(
         n_tasks = None
         if max_examples is not None:
             n_tasks = min(20, max(1, -(-max_examples // 1000)))
+        finished = threading.Event()  # the daemon stopped: the producer stops too, while the broker is up
         producer = threading.Thread(
             target=produce,
-            args=(stream_messages(stream, n_tasks), broker.bootstrap_servers, cfg.kafka.topic),
+            args=(
+                _until(finished, stream_messages(stream, n_tasks)),
+                broker.bootstrap_servers,
+                cfg.kafka.topic,
+            ),
             kwargs={"rate": rate, "limit": max_examples, "progress": None, "cfg": cfg.kafka},
             name="demo-producer",
             daemon=True,
@@ -68,23 +73,29 @@ def run_demo(
         daemon = Daemon(cfg, on_progress=lambda s: status.set(status_text(s)))
         if on_start is not None:
             on_start(daemon)
-        done = threading.Event()
         announcer = threading.Thread(
-            target=_announce, args=(daemon, status, done), name="demo-announce", daemon=True
+            target=_announce, args=(daemon, status, finished), name="demo-announce", daemon=True
         )
         announcer.start()
         try:
             summary = daemon.run()
         finally:
-            done.set()
+            finished.set()
             status.clear()
-        producer.join(timeout=5)
+        producer.join(timeout=15)
         announcer.join(timeout=5)
     latest = daemon.checkpointer.store.latest_info()
     summary.update(checkpoint=str(latest.path) if latest else None, checkpoint_temporary=workdir is not None)
     if workdir is not None:
         workdir.cleanup()
     return summary
+
+
+def _until(stop: threading.Event, messages: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for msg in messages:
+        if stop.is_set():
+            return
+        yield msg
 
 
 def _announce(daemon: Daemon, status: StatusLine, done: threading.Event) -> None:

@@ -11,6 +11,7 @@ import fcntl
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -71,7 +72,11 @@ def replay(transcript: str) -> tuple[list[str], list[str]]:
     return history, [e for e in erased if e]
 
 
-def run_in_pty(args: list[str], columns: int = 200, timeout: float = 240) -> tuple[int, str]:
+def run_in_pty(
+    args: list[str], columns: int = 200, timeout: float = 240, interrupt_at: str | None = None
+) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal of ``columns``; SIGINT (what Ctrl-C sends) once ``interrupt_at``
+    has been written. Returns the exit code and everything written."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     proc = subprocess.Popen(
@@ -92,6 +97,9 @@ def run_in_pty(args: list[str], columns: int = 200, timeout: float = 240) -> tup
         if not data:
             break
         chunks.append(data)
+        if interrupt_at is not None and interrupt_at in b"".join(chunks).decode("utf-8", "replace"):
+            proc.send_signal(signal.SIGINT)
+            interrupt_at = None
     os.close(master)
     rc = proc.wait(timeout=30)
     return rc, b"".join(chunks).decode("utf-8", "replace")
@@ -141,3 +149,20 @@ def test_through_a_pipe_there_are_plain_lines_only() -> None:
     assert "INFO streamlearn.daemon: learned" in err
     assert "open   http://127.0.0.1:" in err
     assert "learned      2500 examples" in res.stdout.decode()
+
+
+def test_ctrl_c_on_a_terminal_prints_a_summary_below_the_log() -> None:
+    args = [a for a in DEMO if a not in ("--max-examples", "2500")]  # runs until interrupted
+    rc, transcript = run_in_pty(args, interrupt_at=STATUS)
+    assert rc == 0, transcript[-3000:]
+    history, erased = replay(transcript)
+    assert any(e.startswith(STATUS) for e in erased)  # it was showing when Ctrl-C came
+    assert any("received SIGINT" in line for line in history)
+    assert "Traceback" not in transcript
+    at = history.index("streamlearn demo stopped (Ctrl-C): sgd")
+    summary = history[at + 1 : at + 5]
+    assert [line.split()[0] for line in summary] == ["learned", "accuracy", "rejected", "checkpoints"]
+    assert re.match(
+        r"  checkpoints  [1-9]\d* written, newest: /\S+/ckpt-\d+-\d+\.slc \(temporary", summary[3]
+    )
+    assert not [line for line in history if line.startswith(STATUS)]
