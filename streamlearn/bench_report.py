@@ -146,9 +146,21 @@ def task_curves(results: Sequence[dict[str, Any]]) -> bytes:
                 m[j:, j],
                 color=colours[j],
                 lw=1.2,
-                marker="o" if n <= 8 else None,
+                marker="o",
+                markevery=None if n <= 8 else [0],  # many tasks: a dot where each one starts
                 ms=3,
                 label=f"task {j + 1}" if n <= 8 else None,
+            )
+        if n > 8:
+            ax.text(
+                0.98,
+                0.97,
+                "colour: task, dark = early",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=8,
+                color="#555",
             )
         seen_mean = [float(np.mean(m[i, : i + 1])) for i in range(n)]
         ax.plot(after, seen_mean, color="black", lw=2.2, ls="--", label="mean of seen tasks")
