@@ -38,8 +38,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check streamlearn tests benchmarks
 	$(BIN)/mypy
 
+# Every learner on the full stream, one after another; the side-by-side report lands in runs/bench-report/index.html.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/run_all.py --report runs/bench-report
 
 # Known vulnerabilities in the locked dependencies (PyPI's advisory data); accepted ones: security/pip-audit-ignore.txt.
 audit:

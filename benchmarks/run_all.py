@@ -1,6 +1,9 @@
 """Run `streamlearn bench` for every learner on rotated-mnist-10k, one after another, and print a table.
 
-Usage: python benchmarks/run_all.py [--tasks N] [--seed S] [--learners mer,lamaml,...]
+Usage: python benchmarks/run_all.py [--tasks N] [--seed S] [--learners mer,lamaml,...] [--report DIR]
+
+With --report DIR it also writes DIR/index.html comparing every learner side by side (accuracy
+heatmaps, per-task curves, RA/LA/BTI and examples/s; the PNGs are embedded and also written beside it).
 
 Learners run sequentially on purpose: two at once on a 2-core machine would halve each one's speed.
 """
@@ -21,6 +24,7 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--learners", default=",".join(LEARNERS))
+    ap.add_argument("--report", metavar="DIR", default=None, help="write an HTML report of all learners")
     args = ap.parse_args()
     rows = []
     for name in args.learners.split(","):
@@ -48,6 +52,10 @@ def main() -> int:
             f"{r['learner']:8} {r['ra']:7.4f} {r['la']:7.4f} {r['bti']:+7.4f} "
             f"{r['prequential_accuracy']:7.4f} {r['examples_per_s']:8.1f} {r['wall_s']:7.1f}"
         )
+    if args.report:
+        from streamlearn.bench_report import write_report
+
+        print(f"\nreport: {write_report(rows, args.report)}")
     return 0
 
 

@@ -149,6 +149,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="torch/BLAS threads; 1 is fastest for these small matrices",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="also write DIR/index.html: accuracy heatmap, per-task curves, scores (PNGs embedded)",
+    )
     p.set_defaults(func=_cmd_bench)
 
 
@@ -168,6 +174,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         progress=stderr_progress(),
     )
     print(format_result(result), flush=True)
+    if args.report:
+        from streamlearn.bench_report import write_report
+
+        print(f"report: {write_report([result.to_json()], args.report)}", file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(result.to_json()), flush=True)
     return 0
@@ -184,19 +194,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set learner.name=lamaml --set kafka.topic=x "
         "(repeatable; outranks the file and the environment's STREAMLEARN__SECTION__KEY)",
     )
-
-
-def _install_stop_handlers(stop: Any) -> None:
-    import signal
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info(
-            "received %s: finishing the current update, then checkpoint and exit", signal.Signals(signum).name
-        )
-        stop()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -219,12 +216,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
 
     cfg = load_config(args.config, args.overrides)  # before the torch import: config errors answer at once
+    from streamlearn.console import status_text, summary_text
     from streamlearn.daemon import Daemon
+    from streamlearn.stopping import StopSignals
 
-    daemon = Daemon(cfg)
-    _install_stop_handlers(daemon.request_stop)
-    summary = daemon.run()
+    status = args.status_line  # drawn on a terminal only
+    daemon = Daemon(cfg, on_progress=lambda s: status.set(status_text(s, "[run]")))
+    signals = StopSignals(daemon.request_stop)
+    try:
+        summary = daemon.run()
+    finally:
+        status.clear()
     log.info("stopped: %s", json.dumps(summary))
+    if status.tty:  # a person is watching: the summary; the log line above is for machines
+        latest = daemon.checkpointer.store.latest_info()
+        summary_shown = {**summary, "checkpoint": str(latest.path) if latest else None}
+        print(summary_text(summary_shown, verb="run", stopped_by=signals.stopped_by), flush=True)
     if args.json:
         print(json.dumps(summary), flush=True)
     return 0
@@ -298,21 +305,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
 
     cfg = load_config(args.config, _config_overrides(args))
+    from streamlearn.console import summary_text
     from streamlearn.demo import run_demo
+    from streamlearn.stopping import StopSignals
 
+    signals: list[StopSignals] = []  # installed once the daemon exists
     summary = run_demo(
         cfg,
         stream=args.stream,
         max_examples=args.max_examples,
         rate=args.rate,
-        live=sys.stderr.isatty() or not args.json,
-        on_start=lambda daemon: _install_stop_handlers(daemon.request_stop),  # Ctrl-C: clean stop
+        status=args.status_line,
+        # Ctrl-C: clean stop
+        on_start=lambda daemon: signals.append(StopSignals(daemon.request_stop)),  # Ctrl-C: clean stop
     )
-    print(
-        f"learned {summary['learned']} examples ({summary['examples_per_s']:.1f} ex/s), "
-        f"rejected {summary['rejected']}, prequential accuracy {summary['prequential_accuracy']:.4f}",
-        flush=True,
-    )
+    print(summary_text(summary, stopped_by=signals[0].stopped_by if signals else None), flush=True)
     if args.json:
         print(json.dumps(summary), flush=True)
     return 0
@@ -412,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure(args.log_level)
+    args.status_line = logs.configure(args.log_level)
     for old, new in _RETIRED_ENV.items():
         if old in os.environ:
             log.warning("%s is no longer read: set %s instead", old, new)

@@ -29,3 +29,55 @@ def test_repeats_of_a_kafka_message_pass_once_per_window_with_a_count(monkeypatc
     assert f.filter(later)
     assert later.getMessage() == "Connection failed: ECONNREFUSED [and 30 more like this in the last 61 s]"
     assert not f.filter(record("kafka.net.manager", "Connection failed: %s", "x"))
+
+
+def test_status_line_and_log_records_from_many_threads_never_share_a_row() -> None:
+    import doctest
+    import io
+    import threading
+
+    from streamlearn import console, logs
+    from tests.integration.test_terminal import replay
+
+    assert doctest.testmod(logs).failed == 0 and doctest.testmod(console).failed == 0
+    out = io.StringIO()
+    status = logs.StatusLine(out, tty=True, width=60)
+    logger = logging.getLogger("test.statusline")
+    logger.propagate = False
+    handler = logs.StatusLineHandler(status)
+    logger.addHandler(handler)
+    try:
+
+        def talk(n: int) -> None:
+            for i in range(200):
+                logger.warning("thread %d line %d", n, i)
+
+        def progress() -> None:
+            for i in range(500):
+                status.set(f"[demo] learned {i} " + "x" * 100)  # longer than the terminal: cut
+
+        threads = [threading.Thread(target=talk, args=(n,)) for n in range(4)]
+        threads.append(threading.Thread(target=progress))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        status.clear()
+    finally:
+        logger.removeHandler(handler)
+    history, erased = replay(out.getvalue())
+    assert sorted(history) == sorted(f"thread {n} line {i}" for n in range(4) for i in range(200))
+    assert erased and all(e.startswith("[demo] learned ") and len(e) <= 59 for e in erased)
+
+
+def test_off_a_terminal_the_status_line_is_not_drawn() -> None:
+    import io
+
+    from streamlearn.logs import StatusLine
+
+    out = io.StringIO()  # not a TTY
+    status = StatusLine(out)
+    status.set("[demo] learned 1")
+    status.write_above("a log line")
+    status.clear()
+    assert out.getvalue() == "a log line\n"
