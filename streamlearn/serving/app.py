@@ -109,7 +109,6 @@ class App:
             for r in ROUTES
         ]
         self._guarded = {r.endpoint for r in ROUTES if r.auth}
-        self.role = role
         #: the live page's data (``GET /v2/status``); the server's main starts its sampler
         self.live = LiveStatus(source.extra_metrics, getattr(source, "live_meta", dict), self._live_facts)
 
