@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from streamlearn import __version__, logs
@@ -344,6 +344,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     from streamlearn.produce import produce, stream_messages, topic_messages
     from streamlearn.streams import read_examples
 
+    msgs: Iterable[dict[str, Any] | bytes]
     if args.stream:
         msgs = stream_messages(args.stream, args.tasks)
         total = 1000 * (args.tasks or 20)
