@@ -16,16 +16,30 @@ the examples themselves cancels:
   an old one), so it cannot catch a bug in a task it holds no examples of, nor a bug the golden
   set itself carries.
 
+A signal objects only when the challenger is worse by more than its margin *and* the difference
+is significant: of the examples the two models disagree on, the champion is right on ``b`` and
+the challenger on ``c``; worse means ``(b - c) / n > margin`` and ``b - c > Z·sqrt(b + c)``
+(McNemar's test, normal approximation, Z = 2: about 2% false alarms per candidate for two equal
+models). An online learner's accuracy moves by a few points from one step to the next; without
+the test those moves hold (and roll back) good data, with it a systematic disagreement — a label
+bug, a broken update — still shows within a few dozen examples.
+
 A candidate comes every ``promote_every`` examples. It is promoted when neither signal objects;
 else the gate *holds* (the served model stays the champion) with the reason, and the paired
-tallies keep growing, so the next candidate is judged on more evidence. Once the gate has held
-for ``rollback_after`` examples, :meth:`PromotionGate.verdict` asks for a rollback.
+tallies keep growing, so the next candidate is judged on more evidence. A candidate that fails
+with ``rollback_after`` or more examples learned since the last promotion asks for a rollback
+(:meth:`PromotionGate.verdict`): the challenger has then been worse for all of them, by the
+evidence of the whole window. (``rollback_after`` at most ``promote_every``: roll back at the
+first failed candidate.) A learner whose every update the non-finite guard undoes learns nothing
+and so meets no candidate; :meth:`PromotionGate.stalled` asks for a rollback after
+``rollback_after`` such examples in a row (reason ``stalled``): what damaged it was learned, so
+it is in the journal and goes to quarantine.
 
->>> g = PromotionGate(promote_every=2, margin=0.0, golden_margin=0.0, rollback_after=2)
->>> g.observe(challenger_right=[False, False], champion_right=[True, True])
+>>> g = PromotionGate(promote_every=10, margin=0.0, golden_margin=0.0, rollback_after=20)
+>>> g.observe(challenger_right=[False] * 10, champion_right=[True] * 10)
 >>> g.verdict()
 Verdict(action='hold', reason='paired')
->>> g.observe(challenger_right=[False, False], champion_right=[True, True])
+>>> g.observe(challenger_right=[False] * 10, champion_right=[True] * 10)
 >>> g.verdict().action
 'rollback'
 """
@@ -35,14 +49,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+#: McNemar's threshold, in standard deviations of the discordant-pair difference
+Z = 2.0
+
 #: why the gate holds (the ``reason`` label of ``streamlearn_serving_held``)
-REASONS = ("paired", "golden")
+REASONS = ("paired", "golden", "stalled")
 
 
 class Verdict(NamedTuple):
     #: "wait" (no candidate yet), "promote", "hold" or "rollback"
     action: str
     reason: str = ""
+
+
+def worse(champion_only: int, challenger_only: int, n: int, margin: float) -> bool:
+    """Is the challenger worse by more than ``margin``, significantly? (counts of the examples only
+    the champion / only the challenger got right, out of ``n``)
+
+    >>> worse(30, 10, 100, 0.05), worse(3, 0, 100, 0.0), worse(10, 2, 1000, 0.02)
+    (True, False, False)
+    """
+    diff = champion_only - challenger_only
+    return n > 0 and diff / n > margin and diff > Z * (champion_only + challenger_only) ** 0.5
 
 
 class PromotionGate:
@@ -66,15 +94,21 @@ class PromotionGate:
         self.n = 0
         self.challenger_correct = 0
         self.champion_correct = 0
+        self.champion_only = 0  # examples only the champion predicted right
+        self.challenger_only = 0
         self.next_candidate = self.promote_every
-        self.held_since: int | None = None  # self.n when the gate began to hold
+        self.undone_in_a_row = 0
         self.reason = ""
 
     def observe(self, *, challenger_right: Sequence[bool], champion_right: Sequence[bool]) -> None:
         """One learned batch: whether each model predicted each example right (before learning it)."""
+        self.undone_in_a_row = 0
         self.n += len(challenger_right)
         self.challenger_correct += int(sum(challenger_right))
         self.champion_correct += int(sum(champion_right))
+        for a, b in zip(challenger_right, champion_right, strict=True):
+            self.champion_only += int(b and not a)
+            self.challenger_only += int(a and not b)
 
     @property
     def candidate_due(self) -> bool:
@@ -87,35 +121,46 @@ class PromotionGate:
             return 1.0, 1.0
         return self.challenger_correct / self.n, self.champion_correct / self.n
 
-    def verdict(self, golden: tuple[float, float] | None = None) -> Verdict:
-        """Judge the challenger now if a candidate is due; ``golden`` = (challenger, champion)
-        accuracy on the golden set (None: no golden set)."""
+    def verdict(self, golden: tuple[Sequence[bool], Sequence[bool]] | None = None) -> Verdict:
+        """Judge the challenger now if a candidate is due; ``golden`` = whether the challenger and
+        the champion got each golden example right (None: no golden set)."""
         if not self.candidate_due:
             return Verdict("wait", self.reason)
         self.next_candidate = self.n + self.promote_every
-        self.golden = golden
-        challenger, champion = self.scores
         reason = ""
-        if golden is not None and golden[0] < golden[1] - self.golden_margin:
-            reason = "golden"
-        elif challenger < champion - self.margin:
+        if golden is not None:
+            mine, theirs = [bool(v) for v in golden[0]], [bool(v) for v in golden[1]]
+            n = len(mine)
+            self.golden = (sum(mine) / max(n, 1), sum(theirs) / max(n, 1))
+            champion_only = sum(b and not a for a, b in zip(mine, theirs, strict=True))
+            challenger_only = sum(a and not b for a, b in zip(mine, theirs, strict=True))
+            if worse(champion_only, challenger_only, n, self.golden_margin):
+                reason = "golden"
+        if not reason and worse(self.champion_only, self.challenger_only, self.n, self.margin):
             reason = "paired"
         if not reason:
             return Verdict("promote")
-        if self.held_since is None:
-            self.held_since = self.n
         self.reason = reason
-        if self.rollback_after and self.n - self.held_since >= self.rollback_after:
+        if self.rollback_after and self.n >= self.rollback_after:
             return Verdict("rollback", reason)
         return Verdict("hold", reason)
+
+    def stalled(self, n: int) -> Verdict:
+        """``n`` examples whose update the non-finite guard undid (nothing learned)."""
+        self.undone_in_a_row += n
+        if self.rollback_after and self.undone_in_a_row >= self.rollback_after:
+            self.reason = "stalled"
+            return Verdict("rollback", "stalled")
+        return Verdict("wait", self.reason)
 
     def state_dict(self) -> dict[str, int | str]:
         return {
             "n": self.n,
             "challenger_correct": self.challenger_correct,
             "champion_correct": self.champion_correct,
+            "champion_only": self.champion_only,
+            "challenger_only": self.challenger_only,
             "next_candidate": self.next_candidate,
-            "held_since": -1 if self.held_since is None else self.held_since,
             "reason": self.reason,
         }
 
@@ -123,7 +168,7 @@ class PromotionGate:
         self.n = int(state["n"])
         self.challenger_correct = int(state["challenger_correct"])
         self.champion_correct = int(state["champion_correct"])
+        self.champion_only = int(state["champion_only"])
+        self.challenger_only = int(state["challenger_only"])
         self.next_candidate = int(state["next_candidate"])
-        held = int(state["held_since"])
-        self.held_since = None if held < 0 else held
         self.reason = str(state["reason"])

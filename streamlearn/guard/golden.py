@@ -57,9 +57,9 @@ class GoldenSet:
             raise ConfigError(f"guard.golden: cannot read {path}: {exc.strerror or exc}") from None
         return cls.from_messages((ln for ln in lines if ln.strip()), decoder, source=str(path))
 
-    def accuracy(self, learner: Learner, task: int | None = None) -> float:
-        """Accuracy on the golden examples of ``task`` when there are some, else on all of them."""
+    def correct(self, learner: Learner, task: int | None = None) -> list[bool]:
+        """Whether ``learner`` predicts each golden example of ``task`` right (all examples when
+        the set holds none of that task)."""
         idx = self._by_task.get(task) if task is not None else None
         x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
-        pred = learner.predict_proba(x).argmax(dim=1)
-        return float((pred == y).float().mean())
+        return (learner.predict_proba(x).argmax(dim=1) == y).tolist()

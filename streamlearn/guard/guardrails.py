@@ -111,11 +111,15 @@ class Guardrails:
         golden = None
         if self.golden is not None:
             assert self.champion is not None
-            golden = (self.golden.accuracy(self.learner, task), self.golden.accuracy(self.champion, task))
+            golden = (self.golden.correct(self.learner, task), self.golden.correct(self.champion, task))
         verdict = self.gate.verdict(golden)
         if verdict.action == "promote":
             self.promote(reason="gate")
         return verdict
+
+    def undone(self, n: int) -> Verdict:
+        """The non-finite guard undid an update of ``n`` examples (dead-lettered, not journaled)."""
+        return self.gate.stalled(n) if self.champion is not None else Verdict("wait")
 
     # -- promotion and rollback ---------------------------------------------------------------
     def promote(self, *, reason: str) -> None:

@@ -23,6 +23,7 @@ from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config
 from streamlearn.delivery import NON_FINITE_UPDATE, Pending, dead_letter_batch
 from streamlearn.errors import CheckpointError
+from streamlearn.guard.gate import REASONS
 from streamlearn.guard.golden import GoldenSet
 from streamlearn.guard.guardrails import Guardrails
 from streamlearn.guard.operator import checkpoint_name
@@ -84,6 +85,8 @@ class GuardHooks:
         """The non-finite guard undid the update: its messages are dead-lettered unchanged."""
         dead_letter_batch(sink, pending, NON_FINITE_UPDATE, why, prom)
         prom.updates_undone.inc()
+        if self.guard.undone(len(pending.sources)).action == "rollback":  # learning stalled
+            self.roll_back("every update undone for guard.rollback_after examples")
         self._undone_log.warning(
             "non-finite guard: update undone and dead-lettered (%s): %s", NON_FINITE_UPDATE, why
         )
@@ -159,7 +162,7 @@ class GuardHooks:
     # -- reporting ----------------------------------------------------------------------------
     def refresh_gauges(self) -> None:
         held = self.guard.held
-        for reason in ("paired", "golden"):
+        for reason in REASONS:
             self.prom.held.labels(reason=reason).set(int(held == reason))
         self.prom.paused.set(int(self.guard.paused))
         if self.guard.enabled:

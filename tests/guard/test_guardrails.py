@@ -133,12 +133,20 @@ def test_gate_off_serves_the_learner() -> None:
 
 
 def test_paired_signal_holds_then_rolls_back() -> None:
-    g = PromotionGate(promote_every=10, margin=0.1, golden_margin=0.0, rollback_after=20)
-    g.observe(challenger_right=[True] * 8 + [False] * 2, champion_right=[True] * 10)
-    assert g.verdict() == ("hold", "paired")  # 0.8 < 1.0 - 0.1
-    g.observe(challenger_right=[True] * 10, champion_right=[True] * 10)
-    assert g.verdict().action == "promote"  # 18/20 = 0.9: within the margin again
+    g = PromotionGate(promote_every=20, margin=0.1, golden_margin=0.0, rollback_after=40)
+    g.observe(challenger_right=[True] * 12 + [False] * 8, champion_right=[True] * 20)
+    assert g.verdict() == ("hold", "paired")  # 8 of 20 lost: 0.4 > 0.1, and 8 > 2·sqrt(8)
+    g.observe(challenger_right=[True] * 20, champion_right=[False] * 4 + [True] * 16)
+    assert g.verdict().action == "promote"  # 8 lost, 4 won over 40: within the noise
     g.reset()
-    for _ in range(3):
-        g.observe(challenger_right=[False] * 10, champion_right=[True] * 10)
-    assert [g.verdict().action for _ in range(1)] == ["hold"]
+    g.observe(challenger_right=[False] * 40, champion_right=[True] * 40)
+    assert g.verdict() == ("rollback", "paired")  # worse over 40 >= rollback_after examples
+    g.reset()
+    g.observe(challenger_right=[False, True] * 10, champion_right=[True, False] * 10)
+    assert g.verdict().action == "promote"  # as many won as lost: noise, not a regression
+    g.reset()
+    assert g.stalled(30).action == "wait" and g.stalled(10) == ("rollback", "stalled")
+    g.reset()
+    g.stalled(30)
+    g.observe(challenger_right=[True], champion_right=[True])  # learned again: the count restarts
+    assert g.stalled(30).action == "wait"
