@@ -328,10 +328,7 @@ class Daemon:
         if not requested or self.publisher is None:
             return False
         action, arg = self.publisher.requested_action()  # checkpoint, or an operator control
-        if action == "checkpoint":
-            ok = self._checkpoint(source, sink, reason="requested")
-        else:
-            ok = self.guard.operate(action, arg, lambda why: self._checkpoint(source, sink, reason=why))
+        ok = self.guard.operate(action, arg, lambda why: self._checkpoint(source, sink, reason=why))
         self.publisher.answer_checkpoint(requested, ok)
         return True
 

@@ -111,17 +111,23 @@ def topic_messages(
             return
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        left = {tp for tp in tps if end[tp] > consumer.position(tp)}
+        # The end is each partition's high watermark at its first fetch (tansu answers ListOffsets
+        # "latest" wrongly, see ingest/source.py); what arrives after that is not read.
+        end: dict[TopicPartition, int] = {}
+        left = set(tps)
         deadline = time.monotonic() + timeout_s
         while left:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: not read to its end within {timeout_s:.0f} s")
-            for tp, records in consumer.poll(timeout_ms=500).items():
+            batches = consumer.poll(timeout_ms=500)
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                if tp not in end and hw is not None:
+                    end[tp] = hw
+            for tp, records in batches.items():
                 for rec in records:
-                    if rec.offset < end[tp] and rec.value is not None:
+                    if rec.offset < end.get(tp, rec.offset + 1) and rec.value is not None:
                         yield rec.value, [(k, v) for k, v in (rec.headers or [])]
-                if consumer.position(tp) >= end[tp]:
-                    left.discard(tp)
+            left = {tp for tp in left if tp not in end or consumer.position(tp) < end[tp]}
     finally:
         consumer.close()

@@ -125,11 +125,15 @@ class GuardHooks:
 
     # -- operator -----------------------------------------------------------------------------
     def operate(self, action: str, arg: int, checkpoint: Callable[[str], bool]) -> bool:
-        """Carry out an operator request; True when done (and checkpointed where it changes state)."""
+        """Carry out ``POST /v2/admin/<action>``: ``checkpoint`` or an operator control; True when
+        done (and checkpointed where it changes the model)."""
+        if action == "checkpoint":
+            return checkpoint("requested")
         log.warning("operator: %s%s", action, f" {checkpoint_name(arg)}" if arg else "")
         if action in ("pause", "resume"):
             self.guard.paused = action == "pause"
-            return checkpoint(f"operator {action}")  # the pause survives a restart
+            checkpoint(f"operator {action}")  # so that the pause survives a restart, if it can
+            return True
         if action == "promote":
             if self.guard.champion is None:
                 return True  # gate off: the learning model is already the served one
