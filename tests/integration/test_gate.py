@@ -19,8 +19,8 @@ import pytest
 from streamlearn import cli
 from streamlearn.config import load_config_dict
 from streamlearn.daemon import Daemon
-from streamlearn.metrics import counter_value
 from streamlearn.ingest.broker import create_topic
+from streamlearn.metrics import counter_value
 from streamlearn.produce import encode, produce, stream_messages
 from streamlearn.streams import load_stream
 from tests.integration.test_admin import TOKEN, post
