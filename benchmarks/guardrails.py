@@ -40,6 +40,7 @@ from streamlearn.guard.quarantine import Quarantine
 from streamlearn.learners import Learner
 from streamlearn.metrics import LearnerMetrics
 from streamlearn.model_state import ModelState
+from streamlearn.runtime import pin_threads
 from streamlearn.streams import load_stream
 
 
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--margin", type=float, default=0.02)
     p.add_argument("--golden-margin", type=float, default=0.03)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    pin_threads(1)  # torch and BLAS: more threads only slow these tiny products (DESIGN.md §9)
     t_start = time.monotonic()
 
     stream = load_stream("rotated-mnist-10k", n_tasks=max(args.tasks, 2))

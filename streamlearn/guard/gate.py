@@ -10,7 +10,9 @@ the examples themselves cancels:
   on normal inputs). It cannot catch corrupted labels: a model that learned the bug agrees with
   the bug, so it scores *better* on the buggy stream.
 - **golden set**: trusted labelled examples, scored for each candidate; the challenger's accuracy
-  may be at most ``golden_margin`` below the champion's. It catches corrupted labels and any
+  may be at most ``golden_margin`` below the *best champion's of this task so far* (not the last
+  champion's: a label bug that each step makes only a little worse would otherwise pass every
+  candidate and ratchet the served model down one promotion at a time). It catches corrupted labels and any
   damage visible on the golden examples. It is scored on the golden examples of the task being
   learned when it has some (a model adapting to a new task must not be held for what it forgets of
   an old one), so it cannot catch a bug in a task it holds no examples of, nor a bug the golden
@@ -47,7 +49,7 @@ Verdict(action='hold', reason='paired')
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 #: McNemar's threshold, in standard deviations of the discordant-pair difference
 Z = 2.0
@@ -86,8 +88,10 @@ class PromotionGate:
         self.reset()
         #: why the gate holds now ("" while it does not)
         self.reason = ""
-        #: golden-set accuracies of the last candidate (None: no golden set)
+        #: golden-set accuracies of the last candidate and of the reference (None: no golden set)
         self.golden: tuple[float, float] | None = None
+        #: per task: which golden examples the best champion so far got right
+        self.golden_best: dict[str, list[bool]] = {}
 
     def reset(self) -> None:
         """A promotion or rollback: the challenger equals the champion again."""
@@ -121,24 +125,35 @@ class PromotionGate:
             return 1.0, 1.0
         return self.challenger_correct / self.n, self.champion_correct / self.n
 
-    def verdict(self, golden: tuple[Sequence[bool], Sequence[bool]] | None = None) -> Verdict:
+    def verdict(
+        self, golden: tuple[Sequence[bool], Sequence[bool]] | None = None, task: int | None = None
+    ) -> Verdict:
         """Judge the challenger now if a candidate is due; ``golden`` = whether the challenger and
-        the champion got each golden example right (None: no golden set)."""
+        the champion got each golden example (of ``task``) right (None: no golden set)."""
         if not self.candidate_due:
             return Verdict("wait", self.reason)
         self.next_candidate = self.n + self.promote_every
         reason = ""
+        mine: list[bool] = []
+        key = str(task)
         if golden is not None:
             mine, theirs = [bool(v) for v in golden[0]], [bool(v) for v in golden[1]]
             n = len(mine)
-            self.golden = (sum(mine) / max(n, 1), sum(theirs) / max(n, 1))
-            champion_only = sum(b and not a for a, b in zip(mine, theirs, strict=True))
-            challenger_only = sum(a and not b for a, b in zip(mine, theirs, strict=True))
+            # the reference: the best champion of this task so far, not the last one (see the
+            # module docstring: a slow bug must not ratchet the bar down one promotion at a time)
+            ref = self.golden_best.get(key)
+            if ref is None or len(ref) != n or sum(theirs) > sum(ref):
+                ref = self.golden_best[key] = theirs
+            self.golden = (sum(mine) / max(n, 1), sum(ref) / max(n, 1))
+            champion_only = sum(b and not a for a, b in zip(mine, ref, strict=True))
+            challenger_only = sum(a and not b for a, b in zip(mine, ref, strict=True))
             if worse(champion_only, challenger_only, n, self.golden_margin):
                 reason = "golden"
         if not reason and worse(self.champion_only, self.challenger_only, self.n, self.margin):
             reason = "paired"
         if not reason:
+            if mine and sum(mine) > sum(self.golden_best[key]):
+                self.golden_best[key] = mine
             return Verdict("promote")
         self.reason = reason
         if self.rollback_after and self.n >= self.rollback_after:
@@ -153,7 +168,7 @@ class PromotionGate:
             return Verdict("rollback", "stalled")
         return Verdict("wait", self.reason)
 
-    def state_dict(self) -> dict[str, int | str]:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
             "challenger_correct": self.challenger_correct,
@@ -162,9 +177,10 @@ class PromotionGate:
             "challenger_only": self.challenger_only,
             "next_candidate": self.next_candidate,
             "reason": self.reason,
+            "golden_best": {k: [int(b) for b in v] for k, v in self.golden_best.items()},
         }
 
-    def load_state_dict(self, state: dict[str, int | str]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n = int(state["n"])
         self.challenger_correct = int(state["challenger_correct"])
         self.champion_correct = int(state["champion_correct"])
@@ -172,3 +188,4 @@ class PromotionGate:
         self.challenger_only = int(state["challenger_only"])
         self.next_candidate = int(state["next_candidate"])
         self.reason = str(state["reason"])
+        self.golden_best = {k: [bool(b) for b in v] for k, v in state.get("golden_best", {}).items()}

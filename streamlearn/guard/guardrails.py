@@ -112,7 +112,7 @@ class Guardrails:
         if self.golden is not None:
             assert self.champion is not None
             golden = (self.golden.correct(self.learner, task), self.golden.correct(self.champion, task))
-        verdict = self.gate.verdict(golden)
+        verdict = self.gate.verdict(golden, task)
         if verdict.action == "promote":
             self.promote(reason="gate")
         return verdict
