@@ -55,7 +55,11 @@ def alert_exprs() -> list[tuple[str, str]]:
 #: Counters whose labelled series appear only once their event happened; the daemon here never resets
 #: an offset, so a panel reading only these has no data. Its query must still parse and run (``query``
 #: asserts success); tests/deploy/test_live_prometheus.py exports such a series and checks the panel.
-EVENT_ONLY = ("streamlearn_offset_resets_total",)
+EVENT_ONLY = (
+    "streamlearn_offset_resets_total",
+    # exported only with guard.gate on (there is no champion to score otherwise)
+    "streamlearn_gate_accuracy",
+)
 
 #: Alerts that fire on a real, expected event of this test's stream (task switches are drift), which
 #: may hold them active only while the event's own counter says it happened.
