@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             "accuracy_before_burst": c[m].at(c0),
             "lowest_after_burst": c[m].low(c0, n_c),
             "accuracy_end": c[m].at(n_c),
+            "rollbacks": c[m].rollbacks,
+            "quarantined": len(c[m].quarantined),
         }
         for m in c
     }
