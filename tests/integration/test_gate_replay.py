@@ -21,3 +21,21 @@ def test_reads_every_message_once_in_order(broker, topic) -> None:
 def test_an_empty_topic_reads_as_nothing(broker, topic) -> None:
     create_topic(broker.bootstrap_servers, f"{topic}.empty")
     assert list(topic_messages(broker.bootstrap_servers, f"{topic}.empty", timeout_s=10)) == []
+
+
+def test_a_golden_set_read_from_a_topic(broker, topic, tmp_path) -> None:
+    from streamlearn.config import load_config_dict
+    from streamlearn.daemon import Daemon
+    from tests.integration.test_daemon import make_config
+
+    golden = [{"x": [0.0] * 784, "y": i % 10, "task": 0} for i in range(25)]
+    produce(golden, broker.bootstrap_servers, f"{topic}.golden", progress=None)
+    guard = {"gate": True, "golden": f"topic:{topic}.golden", "quarantine_topic": f"{topic}.q"}
+    daemon = Daemon(load_config_dict(make_config(broker, topic, tmp_path, guard=guard), "test"))
+    daemon.guard.connect(broker.bootstrap_servers, daemon.decoder)
+    try:
+        loaded = daemon.model.guard.golden
+        assert loaded is not None and len(loaded) == 25
+        assert len(set(loaded.y.tolist())) == 10  # class indices through the daemon's label map
+    finally:
+        daemon.guard.close()
