@@ -22,12 +22,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from streamlearn import __version__, logs
 from streamlearn.config import ENV_PREFIX
 from streamlearn.errors import BrokerError, Deposed, StreamlearnError
+from streamlearn.guard.admin_cli import add_admin
 
 log = logging.getLogger("streamlearn")
 
@@ -333,8 +334,9 @@ def _add_produce(sub: argparse._SubParsersAction) -> None:
         "example.schema.json). Shows a progress line; --rate limits messages per second.",
     )
     p.add_argument("--bootstrap-servers", required=True, help="host:port[,host:port] of the Kafka cluster")
-    p.add_argument("--topic", default="examples", help="topic (default examples)")
+    p.add_argument("--topic", "--to-topic", dest="topic", default="examples", help="topic (default examples)")
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-topic", help="replay a topic's messages unchanged, e.g. examples.quarantine")
     src.add_argument("--stream", choices=STREAM_NAMES, help="a built-in benchmark stream")
     src.add_argument("--file", help="a .jsonl/.json/.ndjson or .csv file of examples")
     p.add_argument("--tasks", type=int, default=None, help="with --stream: only the first N tasks")
@@ -346,12 +348,15 @@ def _add_produce(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from streamlearn.produce import produce, stream_messages
+    from streamlearn.produce import produce, stream_messages, topic_messages
     from streamlearn.streams import read_examples
 
+    msgs: Iterable[dict[str, Any] | bytes]
     if args.stream:
         msgs = stream_messages(args.stream, args.tasks)
         total = 1000 * (args.tasks or 20)
+    elif args.from_topic:  # replay (after review): the values as they were, from the beginning
+        msgs, total = (v for v, _ in topic_messages(args.bootstrap_servers, args.from_topic)), None
     else:
         msgs, total = read_examples(args.file), None
     produce(msgs, args.bootstrap_servers, args.topic, rate=args.rate, limit=args.limit, total=total)
@@ -413,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_produce(sub)
     _add_bench(sub)
     _add_checkpoint(sub)
+    add_admin(sub)
     return parser
 
 

@@ -29,22 +29,15 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config
-from streamlearn.delivery import (
-    NON_FINITE_UPDATE,
-    Checkpointer,
-    Pending,
-    dead_letter_batch,
-    reset_out_of_range,
-    resume,
-)
+from streamlearn.delivery import Checkpointer, Pending, reset_out_of_range, resume
 from streamlearn.fleet import join_fleet
+from streamlearn.guard.hooks import GuardHooks
 from streamlearn.ingest.broker import EmbeddedBroker
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Rejection
 from streamlearn.ingest.health import BrokerHealth
 from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, ensure_topics, offset_key
 from streamlearn.learners import Learner, UpdateStats
-from streamlearn.logs import Throttled
 from streamlearn.metrics import LearnerMetrics, counter_value, disable_created_series, render
 from streamlearn.model_state import ModelState
 from streamlearn.progress import report_progress
@@ -95,8 +88,8 @@ class Daemon:
         self.health: BrokerHealth | None = None
         self._outages_seen = 0
         self._sink: DeadLetterSink | None = None
-        # At most a line a minute, with a count: a poisoning burst would write one per message.
-        self._guard_log = Throttled(log, every_s=60.0)
+        #: the promotion gate, rollback/quarantine and operator controls (streamlearn.guard)
+        self.guard = GuardHooks(cfg, self.model.guard, self.registry, self.checkpointer.store)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -137,9 +130,9 @@ class Daemon:
                 fleet.leave()  # releases the lease; raises Deposed if another process took it over
 
     def _start_serving(self) -> None:
-        self.publisher = Publisher(self.cfg, self.learner.model, self.learner.name)
+        self.publisher = Publisher(self.cfg, self.model.guard.served_model, self.learner.name)
         self.serve_port = self.publisher.start()
-        self.publisher.publish_model(self.learner.updates)
+        self.publisher.publish_model(self.model.guard.served_version)
         self._refresh_gauges()
         self._publish_metrics_text()
         s = self.cfg.serve
@@ -163,6 +156,7 @@ class Daemon:
             source = KafkaSource(self.cfg.kafka, self.bootstrap)
             sink = DeadLetterSink(self.cfg.kafka, self.bootstrap)
             self._sink = sink
+            self.guard.connect(self.bootstrap, self.decoder)
             self.next_offset = resume(source, self._restored_offsets)
             was = self._restored_offsets
             restored = {tp: o for tp, o in self.next_offset.items() if offset_key(tp) in was}
@@ -178,6 +172,7 @@ class Daemon:
             self._loop(source, sink)
             self._checkpoint(source, sink, reason="stop")
         finally:
+            self.guard.close()
             if self.health is not None:
                 self.health.stop()
             self.ready.clear()
@@ -215,11 +210,14 @@ class Daemon:
         self._rate_mark = (now, self.learned)
         while not self._stop.is_set():
             # -- consume what the broker has: decode, dead-letter, learn each full micro-batch
-            self._consume(source, sink)
+            self._consume(source, sink) if not self.guard.paused else self._stop.wait(0.1)
             now = time.monotonic()
 
-            # -- checkpoint: at once when an admin asks, else every N examples or T seconds
-            if self._answer_checkpoint_request(source, sink):
+            # -- checkpoint: at once when an admin asks or after a rollback, else every N examples or T s
+            if self._answer_checkpoint_request(source, sink) or self.guard.checkpoint_owed:
+                self.guard.checkpoint_owed = self.guard.checkpoint_owed and not self._checkpoint(
+                    source, sink, reason="rollback"
+                )
                 checkpoint_due.restart(now, self.learned)
             elif not self._stop.is_set() and checkpoint_due.due(now, self.learned):
                 self._checkpoint(source, sink, reason="periodic")
@@ -292,14 +290,17 @@ class Daemon:
         batch = self.pending.examples
         x = torch.from_numpy(np.stack([e.x for e in batch]))
         y = torch.tensor([e.y for e in batch], dtype=torch.long)
-        probs = self.learner.predict_proba(x)  # test first ...
+        probs = self.learner.predict_proba(x)  # test first (the served champion too, gate on) ...
+        champion_probs = self.model.guard.champion_predict(x)
         if self._first_learn is None:
             self._first_learn = (time.monotonic(), self.learned)
         stats = self.learner.learn(x, y, task=batch[0].task)  # ... then train
         if stats.undone is not None:
-            self._dead_letter_undone(stats.undone)
+            assert self._sink is not None
+            self.guard.dead_letter_undone(self._sink, self.pending, stats.undone, self.prom)
         else:
             self._score(probs, y)
+            self.guard.learned(probs, champion_probs, y, batch[0].task, self.pending.sources)
             self._observe_update(stats, time.perf_counter() - t0)
         self.pending.clear()
 
@@ -317,19 +318,12 @@ class Daemon:
                 prequential.rolling_accuracy,
             )
 
-    def _dead_letter_undone(self, why: str) -> None:
-        """The non-finite guard undid the update: its messages are dead-lettered unchanged."""
-        assert self._sink is not None
-        dead_letter_batch(self._sink, self.pending, NON_FINITE_UPDATE, why, self.prom)
-        self.prom.updates_undone.inc()
-        self._guard_log.warning(
-            "non-finite guard: update undone and dead-lettered (%s): %s", NON_FINITE_UPDATE, why
-        )
-
     def _observe_update(self, stats: UpdateStats, seconds: float) -> None:
         self.prom.observe_update(stats, seconds)
-        if self.publisher is not None and self.learner.updates % self.cfg.serve.publish_every == 0:
-            self.publisher.publish_model(self.learner.updates)
+        guard, publisher = self.model.guard, self.publisher  # gate on: publish each promotion
+        due = guard.enabled or self.learner.updates % self.cfg.serve.publish_every == 0
+        if publisher is not None and due and guard.served_version != publisher.published_version:
+            publisher.publish_model(guard.served_version)
 
     @property
     def broker_up(self) -> bool:
@@ -341,7 +335,9 @@ class Daemon:
         requested = self.publisher.checkpoint_requested() if self.publisher is not None else 0
         if not requested or self.publisher is None:
             return False
-        self.publisher.answer_checkpoint(requested, self._checkpoint(source, sink, reason="requested"))
+        action, arg = self.publisher.requested_action()  # checkpoint, or an operator control
+        ok = self.guard.operate(action, arg, lambda why: self._checkpoint(source, sink, reason=why))
+        self.publisher.answer_checkpoint(requested, ok)
         return True
 
     def _refresh_gauges(self) -> None:
@@ -353,6 +349,7 @@ class Daemon:
             self._outages_seen = self.health.outages
         prom.observe_prequential(self.model.prequential.snapshot())
         prom.model_version.set(self.learner.updates)
+        self.guard.refresh_gauges()
         if self.learner.buffer is not None:
             prom.observe_buffer(self.learner.buffer, self._label_names())
         if self._source is not None:
@@ -381,8 +378,9 @@ class Daemon:
     def _republish_model(self) -> None:
         """Hand the server the current model if it answers with an older one (``serve.publish_every``
         publishes during learning; this catches up the updates in between and a restarted server)."""
-        if self.publisher is not None and self.publisher.published_version != self.learner.updates:
-            self.publisher.publish_model(self.learner.updates)
+        served = self.model.guard.served_version
+        if self.publisher is not None and self.publisher.published_version != served:
+            self.publisher.publish_model(served)
 
     def _publish_metrics_text(self) -> None:
         """Render the metrics into the server's snapshot: its ``/metrics`` appends them to its own."""
@@ -390,6 +388,7 @@ class Daemon:
             return
         self.prom.published_version.set(self.publisher.published_version)
         meta = page_meta(self._label_names(), self.learner.name, self.pending, self.model.tasks)
+        meta["guard"] = self.guard.meta()
         self.publisher.publish_text(meta, render(self.registry))
 
     def _label_names(self) -> list[str]:

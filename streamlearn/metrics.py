@@ -376,6 +376,36 @@ class ConnectionMetrics:
         )
 
 
+class GuardMetrics:
+    """The promotion gate, rollbacks and operator controls (``streamlearn.guard``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.held = Gauge(
+            "streamlearn_serving_held",
+            "1 while the promotion gate holds the served model back, by reason (paired, golden, stalled).",
+            ["reason"],
+            registry=r,
+        )
+        self.accuracy = Gauge(
+            "streamlearn_gate_accuracy",
+            "Accuracy the gate compares: paired (examples since the last promotion) and golden, "
+            "for the champion (served) and the challenger (learning).",
+            ["model", "signal"],
+            registry=r,
+        )
+        self.promotions = Counter("streamlearn_promotions", "Challengers promoted to serving.", registry=r)
+        self.rollbacks = Counter(
+            "streamlearn_rollbacks", "Learner resets to the champion (gate or operator).", registry=r
+        )
+        self.quarantined = Counter(
+            "streamlearn_examples_quarantined",
+            "Examples sent to the quarantine topic by rollbacks.",
+            registry=r,
+        )
+        self.paused = Gauge("streamlearn_learning_paused", "1 while an operator paused learning.", registry=r)
+
+
 def render(registry: CollectorRegistry) -> bytes:
     """Prometheus text exposition (format 0.0.4) of a registry."""
     return generate_latest(registry)

@@ -2,12 +2,13 @@
 
 One checkpoint is one dict (as nanoGPT's): the learner (model, optimiser, learned rates, replay
 buffer), the label and task maps, the prequential metric state, the model-lifetime counts, the
-process RNG states and the next offset of every partition. ``format`` and the keys below are a
+process RNG states, the promotion gate's champion and journal (``guard``, empty with the gate off)
+and the next offset of every partition. ``format`` and the keys below are a
 file format: a checkpoint written by an earlier version must still load.
 
 >>> sorted(CHECKPOINT_KEYS)  # doctest: +NORMALIZE_WHITESPACE
-['config_fingerprint', 'counters', 'created', 'format', 'labels', 'learner', 'metrics',
- 'offsets', 'rng', 'tasks', 'version']
+['config_fingerprint', 'counters', 'created', 'format', 'guard', 'labels', 'learner',
+ 'metrics', 'offsets', 'rng', 'tasks', 'version']
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from streamlearn import __version__
 from streamlearn.config import Config
 from streamlearn.errors import ConfigError
 from streamlearn.evaluation.prequential import PrequentialMetrics
+from streamlearn.guard.guardrails import Guardrails
 from streamlearn.ingest.labels import LabelMap, TaskMap
 from streamlearn.learners import Learner, build_model, make_learner
 from streamlearn.metrics import LearnerMetrics, counter_value, counter_values
@@ -42,6 +44,7 @@ CHECKPOINT_KEYS = frozenset(
         "offsets",
         "counters",
         "rng",
+        "guard",
     }
 )
 
@@ -136,6 +139,7 @@ class ModelState:
             cfg.model.n_classes, window=cfg.evaluation.window, drift_delta=cfg.evaluation.drift_delta
         )
         self.counts = LifetimeCounts(prom)
+        self.guard = Guardrails(cfg.guard, self.learner, self.prequential, lambda: build_learner(cfg))
 
     def state_dict(self, offsets: dict[str, int]) -> dict[str, Any]:
         """The checkpoint dict; ``offsets`` maps ``topic:partition`` to the next offset to read."""
@@ -151,6 +155,7 @@ class ModelState:
             "offsets": dict(offsets),
             "counters": self.counts.state_dict(self.learner.examples),
             "rng": process_rng_state(),
+            "guard": self.guard.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> dict[str, int]:
@@ -161,4 +166,5 @@ class ModelState:
         self.prequential.load_state_dict(state["metrics"]["state"])
         self.counts.load_state_dict(state["counters"])
         restore_process_rng_state(state["rng"])
+        self.guard.load_state_dict(state.get("guard", {}))  # absent before the gate existed
         return {k: int(v) for k, v in state["offsets"].items()}

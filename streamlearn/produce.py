@@ -89,3 +89,45 @@ def produce(
         )
         progress.flush()
     return sent
+
+
+def topic_messages(
+    bootstrap_servers: str, topic: str, cfg: KafkaConfig | None = None, *, timeout_s: float = 30.0
+) -> Iterator[tuple[bytes, list[tuple[str, bytes]]]]:
+    """Every message of ``topic`` from its beginning to its end as of now: (value, headers).
+
+    Read without a consumer group (nothing committed), so reading it twice reads it all twice."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from streamlearn.ingest.kafka_options import client_options
+
+    consumer = KafkaConsumer(
+        **client_options(cfg or KafkaConfig(), bootstrap_servers), enable_auto_commit=False, group_id=None
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        # The end is each partition's high watermark at its first fetch (tansu answers ListOffsets
+        # "latest" wrongly, see ingest/source.py); what arrives after that is not read.
+        end: dict[TopicPartition, int] = {}
+        left = set(tps)
+        deadline = time.monotonic() + timeout_s
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end within {timeout_s:.0f} s")
+            batches = consumer.poll(timeout_ms=500)
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                if tp not in end and hw is not None:
+                    end[tp] = hw
+            for tp, records in batches.items():
+                for rec in records:
+                    if rec.offset < end.get(tp, rec.offset + 1) and rec.value is not None:
+                        yield rec.value, [(k, v) for k, v in (rec.headers or [])]
+            left = {tp for tp in left if tp not in end or consumer.position(tp) < end[tp]}
+    finally:
+        consumer.close()

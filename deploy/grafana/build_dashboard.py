@@ -611,6 +611,52 @@ def build() -> dict[str, Any]:
         h=6,
     )
 
+    L.add(
+        timeseries(
+            "Promotion gate held",
+            targets(
+                ("max by (instance, reason) (streamlearn_serving_held)", "held: {{reason}} {{instance}}"),
+                ("streamlearn_learning_paused", "paused by an operator {{instance}}"),
+            ),
+            min_=0,
+            description="1 while the gate holds the served model (the champion) back because the learning "
+            "model (the challenger) is worse: reason paired (on the live stream) or golden (on the golden "
+            "set: corrupted labels). The reason is also in /v2/models/{name} metadata. Alert ServingHeld.",
+        ),
+        w=8,
+        h=6,
+    )
+    L.add(
+        timeseries(
+            "Champion vs challenger accuracy",
+            targets(
+                ("streamlearn_gate_accuracy", "{{model}} {{signal}} {{instance}}"),
+            ),
+            unit="percentunit",
+            description="What the gate compares: paired = accuracy of both models on the examples "
+            "since the last promotion (each predicted before the challenger learned it); golden = on "
+            "the golden set at the last candidate (guard.golden).",
+        ),
+        w=8,
+        h=6,
+    )
+    L.add(
+        timeseries(
+            "Promotions, rollbacks, quarantined examples",
+            targets(
+                (f"increase(streamlearn_promotions_total[{RI}])", "promotions {{instance}}"),
+                (f"increase(streamlearn_rollbacks_total[{RI}])", "rollbacks {{instance}}"),
+                (f"increase(streamlearn_examples_quarantined_total[{RI}])", "quarantined {{instance}}"),
+            ),
+            min_=0,
+            description="A rollback resets the learner to the champion and copies the examples learned "
+            "since to the quarantine topic (guard.quarantine_topic); replay them after review with "
+            "streamlearn produce --from-topic. Alert GuardRollback.",
+        ),
+        w=8,
+        h=6,
+    )
+
     L.row("Checkpoints")
     L.add(
         timeseries(

@@ -151,6 +151,27 @@ class GuardConfig:
     #: inf anywhere, is undone and its messages dead-lettered as non_finite_update. Raise it for
     #: unscaled features; it cannot be turned off.
     max_abs_value: Annotated[float, Range(0, 1e30, low_open=True)] = 1e6
+    #: the promotion gate (streamlearn.guard): the served model is the *champion*, replaced by the
+    #: learning model (the challenger) only when it is not worse. Off by default: it changes what
+    #: is served (the champion lags the learner by up to ``promote_every`` examples, and is held
+    #: while worse), and its one signal for corrupted labels needs a golden set only the operator
+    #: can provide; the always-on non-finite guard already protects a default install.
+    gate: bool = False
+    #: trusted labelled examples in the message format, scored for every promotion candidate: a
+    #: JSONL file, or ``topic:NAME`` to read topic NAME from its beginning. null: paired only.
+    golden: str | None = None
+    #: examples learned between two promotion candidates
+    promote_every: Annotated[int, Range(1, 1_000_000)] = 500
+    #: paired prequential: the challenger's accuracy on the examples since the last promotion may
+    #: be at most this much below the champion's on the same examples
+    margin: Annotated[float, Range(0, 1)] = 0.02
+    #: golden set: the challenger's accuracy on it may be at most this much below the champion's
+    golden_margin: Annotated[float, Range(0, 1)] = 0.02
+    #: examples the gate may hold before the learner is reset to the champion and the examples
+    #: learned since are quarantined; 0: never roll back by itself
+    rollback_after: Annotated[int, Range(0, 1_000_000)] = 1000
+    #: where rolled-back examples go, unchanged, with their source in headers
+    quarantine_topic: Text = "examples.quarantine"
 
 
 @dataclass

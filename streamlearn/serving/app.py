@@ -107,6 +107,7 @@ class App:
         self._routes = [
             (r.method, pattern(r, settings.model_name, admin), r.endpoint, getattr(self, r.handler))
             for r in ROUTES
+            if r.endpoint != "operator" or role == "learner"
         ]
         self._guarded = {r.endpoint for r in ROUTES if r.auth}
         #: the live page's data (``GET /v2/status``); the server's main starts its sampler
@@ -176,9 +177,14 @@ class App:
         labels = view.labels if view is not None else ()
         version = view.version if view is not None else -1
         s = self.settings
-        return Response(
-            200, api.model_metadata(s.model_name, version, s.learner, s.n_inputs, s.n_classes, labels)
-        )
+        body = api.model_metadata(s.model_name, version, s.learner, s.n_inputs, s.n_classes, labels)
+        status = getattr(self.source, "guard_status", None)  # the learner's server only
+        guard = status() if status is not None else None
+        if guard:  # the promotion gate's state: held (and why), champion and challenger versions
+            doc = orjson.loads(body)
+            doc["parameters"]["guard"] = guard
+            body = orjson.dumps(doc)
+        return Response(200, body)
 
     def _openapi_json(self, _request: Request) -> Response:
         view = self.current()
@@ -215,6 +221,36 @@ class App:
             raise api.ApiError(403, f"POST /v2/admin/{self.admin_action} needs serve.auth_token to be set")
         status, payload = self.source.admin(self.admin_action)
         return Response(status, orjson.dumps(payload))
+
+    # -- the operator's controls (learner's server only; streamlearn.guard.operator) -----------
+    def _operate(self, action: str) -> Response:
+        if self.settings.auth_token is None:
+            raise api.ApiError(403, f"POST /v2/admin/{action.split()[0]} needs serve.auth_token to be set")
+        status, payload = self.source.admin(action)
+        return Response(status, orjson.dumps(payload))
+
+    def _pause(self, _request: Request) -> Response:
+        return self._operate("pause")
+
+    def _resume(self, _request: Request) -> Response:
+        return self._operate("resume")
+
+    def _promote(self, _request: Request) -> Response:
+        return self._operate("promote")
+
+    def _rollback(self, request: Request) -> Response:
+        name = ""
+        if request.body.strip():
+            try:
+                body = orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                raise api.ApiError(
+                    400, 'the body must be JSON: {} or {"checkpoint": "ckpt-....slc"}'
+                ) from None
+            name = body.get("checkpoint", "") if isinstance(body, dict) else ""
+            if not isinstance(name, str):
+                raise api.ApiError(400, "checkpoint must be a checkpoint file name")
+        return self._operate(f"rollback {name}".strip())
 
     def _view(self) -> ModelView:
         view = self.current()

@@ -223,7 +223,7 @@ def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Sche
         return {"200": _json(schema, "Ready."), "503": _json(schema, "Not ready: no model yet.")}
 
     prometheus = {"text/plain; version=0.0.4; charset=utf-8": {"schema": {"type": "string"}}}
-    return {
+    responses = {
         "_live": {"200": _json(_obj({"live": {"const": True}}), "Up.")},
         "_ready": ready(
             _obj(
@@ -269,6 +269,14 @@ def _responses(s: ServerSettings, admin: str | None) -> dict[str, dict[str, Sche
             "504": _json(err, "The learner did not answer in time."),
         },
     }
+    operator = {
+        "200": _json({"type": "object"}, "Done."),
+        "400": _json(err, "Not a checkpoint name."),
+        "403": _json(err, "Refused: state-changing endpoints need serve.auth_token."),
+        "503": _json(err, "The learner could not do it (the learner log says why)."),
+        "504": _json(err, "The learner did not answer in time."),
+    }
+    return {**responses, **{h: operator for h in ("_pause", "_resume", "_promote", "_rollback")}}
 
 
 def document(s: ServerSettings, labels: Sequence[str] = (), *, admin: str | None = None) -> dict[str, Any]:
@@ -286,7 +294,9 @@ def document(s: ServerSettings, labels: Sequence[str] = (), *, admin: str | None
     responses_of = _responses(s, admin)
     paths: dict[str, Schema] = {}
     for route in ROUTES:
-        if route.endpoint == "admin" and admin is None:
+        if (route.endpoint == "admin" and admin is None) or (
+            route.endpoint == "operator" and admin != "checkpoint"
+        ):
             continue
         action = admin or ""
         responses = dict(responses_of[route.handler])

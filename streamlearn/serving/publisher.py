@@ -125,6 +125,10 @@ class Publisher:
         """A pending POST /v2/admin/checkpoint request number, or 0."""
         return self.snap.checkpoint_requested()
 
+    def requested_action(self) -> tuple[str, int]:
+        """What the pending request asks: ``checkpoint`` or an operator action, and its argument."""
+        return self.snap.requested_action()
+
     def answer_checkpoint(self, request: int, ok: bool) -> None:
         self.snap.answer_checkpoint(request, ok)
 

@@ -103,6 +103,28 @@ ROUTES: tuple[Route, ...] = (
         "What the live page draws: newest values, samples and events newer than `since`.",
     ),
     Route("POST", "/v2/admin/{admin}", "admin", "_admin", "{admin}", "The state-changing action.", auth=True),
+    # the operator's controls (streamlearn.guard.operator): the learner's server only
+    Route("POST", "/v2/admin/pause", "operator", "_pause", "pause", "Pause learning.", auth=True),
+    Route("POST", "/v2/admin/resume", "operator", "_resume", "resume", "Resume learning.", auth=True),
+    Route(
+        "POST",
+        "/v2/admin/promote",
+        "operator",
+        "_promote",
+        "promote",
+        "Promote the learning model to serving now, past the gate.",
+        auth=True,
+    ),
+    Route(
+        "POST",
+        "/v2/admin/rollback",
+        "operator",
+        "_rollback",
+        "rollback",
+        "Reset the learner to the served champion (quarantining what it learned since), or with "
+        '{"checkpoint": "ckpt-....slc"} to that checkpoint.',
+        auth=True,
+    ),
 )
 
 #: what the admin action does, by action (its summary in the document)

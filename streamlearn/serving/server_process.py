@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from streamlearn.config import ModelConfig, ServeConfig
+from streamlearn.guard import operator
 from streamlearn.metrics import disable_created_series
 from streamlearn.serving.app import App
 from streamlearn.serving.http import make_server
@@ -67,26 +68,33 @@ class SharedMemorySource:
         """The learner's published metadata (labels, task, one recent example: ``live_meta.py``)."""
         return self.snap.read_meta()
 
+    def guard_status(self) -> dict[str, Any]:
+        """The promotion gate's state as the learner last published it (empty: gate off)."""
+        guard = self.snap.read_meta().get("guard")
+        return guard if isinstance(guard, dict) else {}
+
     def admin(self, action: str) -> tuple[int, dict[str, Any]]:
-        """``checkpoint``: ask the learner for a checkpoint now and wait for its answer."""
-        if action != "checkpoint":
-            return 404, {
-                "error": f"{action!r} is not an action of the learner's server (it serves the "
-                "live model: there is nothing to reload)"
-            }
+        """``checkpoint``, or an operator action (``guard.operator``): ask the learner and wait for
+        its answer (it acts between two updates)."""
+        try:
+            name, arg = operator.parse(action)
+        except ValueError as exc:
+            return 404 if " " not in action else 400, {"error": str(exc)}
         with self._admin_lock:  # one request at a time: the request counter has one writer
-            request = self.snap.request_checkpoint()
+            request = self.snap.request_checkpoint(name, arg)
             deadline = time.monotonic() + CHECKPOINT_WAIT_S
             while (ok := self.snap.checkpoint_answer(request)) is None:
                 if time.monotonic() > deadline:
                     return 504, {
                         "error": f"the learner did not answer within {CHECKPOINT_WAIT_S:.0f} s "
-                        "(it checkpoints between updates; see its log)"
+                        "(it acts between updates; see its log)"
                     }
                 time.sleep(0.02)
         if not ok:
-            return 503, {"error": "the checkpoint could not be written; the learner log says why"}
-        return 200, {"checkpoint": "written", "request": request}
+            return 503, {"error": f"{name} failed; the learner log says why"}
+        if name == "checkpoint":
+            return 200, {"checkpoint": "written", "request": request}
+        return 200, {name: "done", "request": request}
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -33,6 +33,10 @@ import numpy as np
 # header slots (int64); _CKPT_*: "checkpoint now" requests from the server, answers from the learner
 _SEQ, _VERSION, _READY, _SEQ_TEXT, _META_LEN, _METRICS_LEN, _N_PARAMS, _PORT = range(8)
 _CKPT_REQ, _CKPT_DONE, _CKPT_OK = range(8, 11)
+# an operator request rides the same slots: what to do (ACTIONS) and its argument
+_CKPT_ACTION, _CKPT_ARG = 11, 12
+#: the learner-side actions a request can carry, by code (0: checkpoint, the original request)
+ACTIONS = ("checkpoint", "pause", "resume", "promote", "rollback")
 _SLOTS = 16
 _HEADER = _SLOTS * 8
 #: the port slot's value when the server could not bind (0: not listening yet; else its port)
@@ -125,10 +129,17 @@ class SharedSnapshot:
         return int(self._hdr[_PORT])
 
     # -- "checkpoint now": the server asks (one writer: it serialises its threads), the learner answers
-    def request_checkpoint(self) -> int:
-        """Ask the learner for a checkpoint; returns the request number to wait for."""
-        self._hdr[_CKPT_REQ] += 1
+    def request_checkpoint(self, action: str = "checkpoint", arg: int = 0) -> int:
+        """Ask the learner for a checkpoint (or another of ``ACTIONS``, with an integer argument);
+        returns the request number to wait for."""
+        self._hdr[_CKPT_ACTION] = ACTIONS.index(action)
+        self._hdr[_CKPT_ARG] = arg
+        self._hdr[_CKPT_REQ] += 1  # last: a learner that sees it also sees the action
         return int(self._hdr[_CKPT_REQ])
+
+    def requested_action(self) -> tuple[str, int]:
+        """The action and argument of the pending request (read after ``checkpoint_requested``)."""
+        return ACTIONS[int(self._hdr[_CKPT_ACTION])], int(self._hdr[_CKPT_ARG])
 
     def checkpoint_requested(self) -> int:
         """The newest request number if the learner has not answered it yet, else 0."""

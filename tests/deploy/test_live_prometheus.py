@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamlearn.metrics import ConnectionMetrics, LearnerMetrics, ServingMetrics, render
+from streamlearn.metrics import ConnectionMetrics, GuardMetrics, LearnerMetrics, ServingMetrics, render
 from tests.deploy.conftest import DASHBOARD, PROM_DIR
 
 SCRAPE = "500ms"
@@ -65,6 +65,15 @@ def _learner_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
     c.open.set(3)
     c.client_disconnects.inc(0)
     c.closed.labels(reason="evicted").inc(0)
+    g = GuardMetrics(reg)  # a healthy gate: promoting, never held, nothing rolled back
+    for reason in ("paired", "golden"):
+        g.held.labels(reason=reason).set(0)
+    for model in ("champion", "challenger"):
+        for signal in ("paired", "golden"):
+            g.accuracy.labels(model=model, signal=signal).set(0.9)
+    g.rollbacks.inc(0)
+    g.quarantined.inc(0)
+    g.paused.set(0)
     s.ready.set(1)
     state = {"version": 0}
 
@@ -85,6 +94,7 @@ def _learner_registry() -> tuple[CollectorRegistry, Callable[[], None]]:
         m.alignment_dot_hist.observe(0.01)
         m.checkpoint_seconds.observe(0.03)
         m.checkpoints.inc()
+        g.promotions.inc()
         state["version"] += 99
         m.model_version.set(state["version"])
         m.published_version.set(state["version"])

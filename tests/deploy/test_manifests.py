@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from streamlearn.config import load_config, load_config_dict
-from streamlearn.metrics import ConnectionMetrics, LearnerMetrics, ServingMetrics
+from streamlearn.metrics import ConnectionMetrics, GuardMetrics, LearnerMetrics, ServingMetrics
 from tests.deploy.conftest import DASHBOARD, DEPLOY, PROM_DIR, ROOT
 
 K8S = DEPLOY / "k8s"
@@ -44,6 +44,7 @@ def exported_series() -> list[str]:
     """
     registry = CollectorRegistry()
     LearnerMetrics(registry)
+    GuardMetrics(registry)
     ServingMetrics(registry, role="learner", learner="er", model="mlp")
     ConnectionMetrics(registry)
     names: set[str] = set()

@@ -63,6 +63,11 @@ GUARDED = {
     "POST /v2/models/m/infer",
     "POST /v2/models/m/versions/{model_version}/infer",
     "POST /v2/admin/checkpoint",
+    # the operator's controls (streamlearn.guard.operator)
+    "POST /v2/admin/pause",
+    "POST /v2/admin/resume",
+    "POST /v2/admin/promote",
+    "POST /v2/admin/rollback",
 }
 
 
@@ -200,7 +205,7 @@ def test_every_operation_answers_as_documented_and_never_5xx(token: str | None) 
     assert set(by_op) == ops - {"GET /openapi.json"}, "an operation was not tested"
     assert not any(s is not None and s >= 500 for (_, s) in run.statuses)
     # Without a token the state-changing endpoint always refuses (403); with one it works.
-    refused = {"POST /v2/admin/checkpoint"} if token is None else set()
+    refused = {op for op in GUARDED if op.startswith("POST /v2/admin/")} if token is None else set()
     assert all(200 in by_op[label] for label in set(by_op) - refused), "every operation answered 200"
     assert all(set(by_op[label]) <= {403, 405} for label in refused), by_op
     if token is not None:
