@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 from kafka import KafkaConsumer, TopicPartition
@@ -28,13 +25,14 @@ from kafka.structs import OffsetAndMetadata
 from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import KafkaConfig, load_config_dict
 from streamlearn.daemon import Daemon
-from streamlearn.ingest.broker import EmbeddedBroker, create_topic, find_free_port
+from streamlearn.ingest.broker import EmbeddedBroker, create_topic
 from streamlearn.ingest.deadletter import DeadLetterError, DeadLetterSink
 from streamlearn.produce import produce, stream_messages
 from tests.integration.daemon_process import DaemonLog, scrape, start_daemon, wait_for
 from tests.integration.test_admin import TOKEN, post
 from tests.integration.test_daemon import committed, make_config, read_topic
 from tests.integration.test_serving import BAD, request, samples
+from tests.s3_server import client, moto_server
 
 pytestmark = pytest.mark.integration
 
@@ -44,35 +42,9 @@ BUCKET = "tansu"
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto_server on a free loopback port with one empty bucket: tansu's S3 storage."""
-    port = find_free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "moto_server exited"
-            assert time.monotonic() < deadline, "moto_server did not start"
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        ).create_bucket(Bucket=BUCKET)
+    with moto_server(tmp_path_factory.mktemp("moto")) as (endpoint, _proc):
+        client(endpoint).create_bucket(Bucket=BUCKET)
         yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture
