@@ -99,6 +99,8 @@ class GuardHooks:
         task: int | None,
         sources: list[tuple[TopicPartition, int, bytes]],
     ) -> None:
+        if champion_probs is None:  # gate off: nothing to journal or score, on every update
+            return
         journal = [(tp.topic, tp.partition, off, raw) for tp, off, raw in sources]
         verdict = self.guard.learned(probs, champion_probs, y, task, journal)
         if verdict.action == "promote":
