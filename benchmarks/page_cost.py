@@ -269,6 +269,7 @@ def main() -> int:
     )
     print(
         f"{'phase':>14} {'learn ex/s':>10} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'err':>4}"
+        f" {'learner CPU':>11} {'server CPU':>10}"
     )
     for i, b in enumerate(baseline):
         print(
