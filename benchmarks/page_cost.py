@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,11 +31,9 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import yaml
-from serving_load import load, scrape
+from serving_load import learning_daemon, load, scrape
 
-from streamlearn.ingest.broker import EmbeddedBroker, create_topic, find_free_port
-from streamlearn.produce import produce, stream_messages
+from streamlearn.produce import stream_messages
 
 #: the serving target: /predict p99 within this many milliseconds
 P99_TARGET_MS = 10.0
@@ -199,57 +196,26 @@ def main() -> int:
     hist = history_figures()
     messages = list(stream_messages("rotated-mnist-10k", args.tasks)) * args.repeat
     body = json.dumps({"x": messages[0]["x"]}).encode()
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-        topic = "page-cost"
-        create_topic(broker.bootstrap_servers, topic)
-        print(f"producing {len(messages)} examples ...", file=sys.stderr, flush=True)
-        produce(messages, broker.bootstrap_servers, topic, progress=None)
-        port = find_free_port()
-        cfg = {
-            "kafka": {"bootstrap_servers": broker.bootstrap_servers, "topic": topic, "group_id": "page"},
-            "learner": {"name": args.learner},
-            "checkpoint": {"dir": str(Path(tmp) / "ckpt")},
-            "serve": {"port": port},
-            "runtime": {"log_every_seconds": 5},
-        }
-        (Path(tmp) / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-        cmd = [sys.executable, "-m", "streamlearn.cli", "--log-level", "WARNING", "run", "-c"]
-        daemon = subprocess.Popen([*cmd, str(Path(tmp) / "cfg.yaml")])
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if scrape(port)["streamlearn_examples_learned_total"] > 0:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.2)
-            pids = (daemon.pid, server_pid(daemon.pid))
-            kind = "Chromium tabs" if args.browser else "pollers"
-            print(
-                f"{args.learner} learning; {args.tabs} {kind}; {args.seconds:.0f} s phases", file=sys.stderr
+    with learning_daemon(args.learner, messages, "page-cost") as (port, daemon):
+        pids = (daemon.pid, server_pid(daemon.pid))
+        kind = "Chromium tabs" if args.browser else "pollers"
+        print(f"{args.learner} learning; {args.tabs} {kind}; {args.seconds:.0f} s phases", file=sys.stderr)
+        baseline = [phase(port, body, args.seconds, nullcontext(), pids)]
+        with_pages = []
+        for _ in range(args.rounds):
+            pages: AbstractContextManager[Any] = (
+                BrowserTabs(port, args.tabs) if args.browser else Pollers(port, args.tabs)
             )
-            baseline = [phase(port, body, args.seconds, nullcontext(), pids)]
-            with_pages = []
-            for _ in range(args.rounds):
-                pages: AbstractContextManager[Any] = (
-                    BrowserTabs(port, args.tabs) if args.browser else Pollers(port, args.tabs)
-                )
-                row = phase(port, body, args.seconds, pages, pids)
-                if isinstance(pages, Pollers):
-                    row["page_requests"], row["page_bytes"] = pages.requests, pages.bytes
-                    row["page_errors"] = pages.errors
-                baseline.append(phase(port, body, args.seconds, nullcontext(), pids))
-                row["baseline_examples_per_s"] = statistics.mean(
-                    b["learn_examples_per_s"] for b in baseline[-2:]
-                )
-                row["speed_ratio"] = row["learn_examples_per_s"] / row["baseline_examples_per_s"]
-                with_pages.append(row)
-                print(f"  {json.dumps({k: v for k, v in row.items() if k != 'per_minute'})}", file=sys.stderr)
-            never_dry = all(b["lag_at_end"] > 0 for b in baseline + with_pages)
-        finally:
-            daemon.terminate()
-            daemon.wait(timeout=60)
+            row = phase(port, body, args.seconds, pages, pids)
+            if isinstance(pages, Pollers):
+                row["page_requests"], row["page_bytes"] = pages.requests, pages.bytes
+                row["page_errors"] = pages.errors
+            baseline.append(phase(port, body, args.seconds, nullcontext(), pids))
+            row["baseline_examples_per_s"] = statistics.mean(b["learn_examples_per_s"] for b in baseline[-2:])
+            row["speed_ratio"] = row["learn_examples_per_s"] / row["baseline_examples_per_s"]
+            with_pages.append(row)
+            print(f"  {json.dumps({k: v for k, v in row.items() if k != 'per_minute'})}", file=sys.stderr)
+        never_dry = all(b["lag_at_end"] > 0 for b in baseline + with_pages)
 
     speed = statistics.mean(r["learn_examples_per_s"] for r in with_pages)
     base = statistics.mean(b["learn_examples_per_s"] for b in baseline)

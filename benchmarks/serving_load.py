@@ -28,6 +28,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,41 @@ def learning_phase(
     return row
 
 
+@contextmanager
+def learning_daemon(learner: str, messages: list[dict[str, Any]], name: str) -> Iterator[tuple[int, Any]]:
+    """An embedded broker holding ``messages``, and ``streamlearn run`` learning them in its own
+    process (learner + prediction-server process, as deployed): yields (its port, the process)
+    once the first example is learned; the process is stopped on exit."""
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        create_topic(broker.bootstrap_servers, name)
+        print(f"producing {len(messages)} examples ...", file=sys.stderr, flush=True)
+        produce(messages, broker.bootstrap_servers, name, progress=None)
+        port = find_free_port()
+        cfg = {
+            "kafka": {"bootstrap_servers": broker.bootstrap_servers, "topic": name, "group_id": name},
+            "learner": {"name": learner},
+            "checkpoint": {"dir": str(Path(tmp) / "ckpt")},
+            "serve": {"port": port},
+            "runtime": {"log_every_seconds": 5},
+        }
+        (Path(tmp) / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        cmd = [sys.executable, "-m", "streamlearn.cli", "--log-level", "WARNING", "run", "-c"]
+        daemon = subprocess.Popen([*cmd, str(Path(tmp) / "cfg.yaml")])
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if scrape(port)["streamlearn_examples_learned_total"] > 0:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.2)
+            yield port, daemon
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=60)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--learner", default="mer")
@@ -161,67 +198,28 @@ def main() -> int:
 
     messages = list(stream_messages("rotated-mnist-10k", args.tasks)) * args.repeat
     body = json.dumps({"x": messages[0]["x"]}).encode()
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
-        topic = "load-examples"
-        create_topic(broker.bootstrap_servers, topic)
-        print(f"producing {len(messages)} examples ...", file=sys.stderr, flush=True)
-        produce(messages, broker.bootstrap_servers, topic, progress=None)
-        port = find_free_port()
-        cfg = {
-            "kafka": {"bootstrap_servers": broker.bootstrap_servers, "topic": topic, "group_id": "load"},
-            "learner": {"name": args.learner},
-            "checkpoint": {"dir": str(Path(tmp) / "ckpt")},
-            "serve": {"port": port},
-            "runtime": {"log_every_seconds": 5},
-        }
-        (Path(tmp) / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlearn.cli",
-                "--log-level",
-                "WARNING",
-                "run",
-                "-c",
-                str(Path(tmp) / "cfg.yaml"),
-            ]
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if scrape(port)["streamlearn_examples_learned_total"] > 0:
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.2)
-            learning: list[dict[str, Any]] = []
-            print(
-                f"learning ({args.learner}) under load, {args.seconds:.0f} s per phase ...", file=sys.stderr
-            )
-            baseline = [learning_phase(port, args.seconds, body, None, loaded=False)]
-            for rate in rates:
-                row = learning_phase(port, args.seconds, body, rate, loaded=True)
-                baseline.append(learning_phase(port, args.seconds, body, None, loaded=False))
-                ref = statistics.mean(b["learn_examples_per_s"] for b in baseline[-2:])
-                row.update(rate="max" if rate is None else rate, baseline_examples_per_s=ref)
-                row["learning_slowdown"] = 1 - row["learn_examples_per_s"] / ref
-                learning.append(row)
-                print(f"  {row['rate']}: {json.dumps(row)}", file=sys.stderr, flush=True)
-            never_dry = all(b["lag_at_end"] > 0 for b in baseline)
-            # idle learner: wait for the topic to drain, then the same load again
-            print("waiting for the learner to drain the topic ...", file=sys.stderr, flush=True)
-            while scrape(port)["streamlearn_consumer_lag_messages"] > 0:
-                time.sleep(1)
-            idle = []
-            for rate in rates:
-                row = load(port, body, rate, args.seconds)
-                row["rate"] = "max" if rate is None else rate
-                idle.append(row)
-        finally:
-            daemon.terminate()
-            daemon.wait(timeout=60)
+    with learning_daemon(args.learner, messages, "load") as (port, _daemon):
+        learning: list[dict[str, Any]] = []
+        print(f"learning ({args.learner}) under load, {args.seconds:.0f} s per phase ...", file=sys.stderr)
+        baseline = [learning_phase(port, args.seconds, body, None, loaded=False)]
+        for rate in rates:
+            row = learning_phase(port, args.seconds, body, rate, loaded=True)
+            baseline.append(learning_phase(port, args.seconds, body, None, loaded=False))
+            ref = statistics.mean(b["learn_examples_per_s"] for b in baseline[-2:])
+            row.update(rate="max" if rate is None else rate, baseline_examples_per_s=ref)
+            row["learning_slowdown"] = 1 - row["learn_examples_per_s"] / ref
+            learning.append(row)
+            print(f"  {row['rate']}: {json.dumps(row)}", file=sys.stderr, flush=True)
+        never_dry = all(b["lag_at_end"] > 0 for b in baseline)
+        # idle learner: wait for the topic to drain, then the same load again
+        print("waiting for the learner to drain the topic ...", file=sys.stderr, flush=True)
+        while scrape(port)["streamlearn_consumer_lag_messages"] > 0:
+            time.sleep(1)
+        idle = []
+        for rate in rates:
+            row = load(port, body, rate, args.seconds)
+            row["rate"] = "max" if rate is None else rate
+            idle.append(row)
 
     print(f"\nlearner {args.learner}; POST /predict, one 784-float row, {N_CONN} keep-alive connections")
     print(

@@ -7,8 +7,7 @@
 # service; this script stops any prometheus process that the install started, so nothing is left
 # running in the background (the tests only need the binaries).
 set -euo pipefail
-
-have() { command -v "$1" >/dev/null 2>&1; }
+. "$(dirname "$0")/lib/apt.sh"
 
 if have prometheus && have promtool; then
     echo "install-prometheus: already installed, nothing to do: $(command -v prometheus), $(command -v promtool)"
@@ -16,30 +15,12 @@ if have prometheus && have promtool; then
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if have sudo && sudo -n true 2>/dev/null; then
-        SUDO="sudo -n"
-    else
-        echo "install-prometheus: error: prometheus/promtool are missing and installing them needs root." >&2
-        echo "  run as root: sudo $0   (or: apt-get install -y prometheus)" >&2
-        exit 1
-    fi
-fi
-
-if ! have apt-get; then
-    echo "install-prometheus: error: apt-get not found; install prometheus+promtool for your OS" >&2
-    echo "  (binaries: https://prometheus.io/download/) and put both on PATH" >&2
-    exit 1
-fi
-
 # Processes that were running before we install; only ones that appear afterwards are ours to stop.
 before="$(pgrep -x prometheus || true)"
 
-echo "install-prometheus: installing the 'prometheus' package with apt-get"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
+apt_install install-prometheus \
+    "install prometheus+promtool for your OS (binaries: https://prometheus.io/download/) and put both on PATH" \
+    prometheus
 
 # The package's postinst may start the service (systemd or an init script); stop what it started.
 if have systemctl && systemctl is-active --quiet prometheus 2>/dev/null; then
