@@ -5,14 +5,7 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad configuration.
 Start-up is light: ``--help``, every ``VERB --help``, ``produce`` and config errors answer before
 torch is imported. Nothing here imports torch at module level or while the parser is built; a verb
 imports what it needs when it runs, after its config has loaded. Choices therefore come from the
-static lists below, pinned to the learner and stream registries by ``tests/test_cli.py``.
-
-Environment defaults follow one rule, and ``--help`` names the variable of every flag that has one:
-
-- a flag that mirrors a config key reads that key's variable, ``STREAMLEARN__SECTION__KEY`` (double
-  underscores: a config path), the one ``load_config`` reads, so one variable sets both;
-- any other flag reads ``STREAMLEARN_`` + its long name in capitals, dashes as underscores (single
-  underscore: a flag), e.g. ``--log-level`` → ``STREAMLEARN_LOG_LEVEL``.
+static lists in ``cli_flags``, where the rule for flags' environment variables is written too.
 """
 
 from __future__ import annotations
@@ -26,175 +19,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from streamlearn import __version__, logs
-from streamlearn.config import ENV_PREFIX
+from streamlearn.bench_cli import add_bench
+from streamlearn.cli_flags import LEARNER_NAMES, STREAM_NAMES, add_config_args, config_overrides, env_flag
 from streamlearn.errors import BrokerError, Deposed, StreamlearnError
 from streamlearn.guard.admin_cli import add_admin
 
 log = logging.getLogger("streamlearn")
 
-#: ``sorted(streamlearn.learners.LEARNERS)`` and ``streamlearn.streams.STREAM_NAMES``, written out
-#: so that building the parser imports neither torch nor the image libraries.
-LEARNER_NAMES = ("cmaml", "er", "lamaml", "mer", "sgd")
-STREAM_NAMES = ("rotated-mnist-10k", "permuted-mnist-10k")
-
-FLAG_ENV_PREFIX = "STREAMLEARN_"
 #: Variables earlier versions read, and what replaced them: ignored now, with a warning.
 _RETIRED_ENV = {
     "STREAMLEARN_THREADS": "STREAMLEARN__RUNTIME__THREADS",
     "STREAMLEARN_CHECKPOINT_DIR": "STREAMLEARN__CHECKPOINT__DIR",
 }
-
-
-def env_var(flag: str, config_key: str | None = None) -> str:
-    """The environment variable that gives ``flag`` its default (the rule in the module docstring).
-
-    >>> env_var("--log-level"), env_var("--threads", "runtime.threads")
-    ('STREAMLEARN_LOG_LEVEL', 'STREAMLEARN__RUNTIME__THREADS')
-    """
-    if config_key is not None:
-        return ENV_PREFIX + config_key.upper().replace(".", "__")
-    return FLAG_ENV_PREFIX + flag.removeprefix("--").upper().replace("-", "_")
-
-
-def _env_flag(
-    p: argparse.ArgumentParser,
-    *flags: str,
-    help: str,
-    default: Any = None,
-    shown_default: str | None = None,
-    config_key: str | None = None,
-    from_config: bool = False,
-    **kwargs: Any,
-) -> None:
-    """Add an option whose default comes from its environment variable, named in ``--help``.
-
-    ``shown_default`` describes the default in ``--help`` where ``default`` (None) says nothing.
-
-    ``from_config``: the verb loads the config, and ``load_config`` reads the key's variable itself,
-    so the file < environment < ``--set`` precedence holds. The flag's default then stays None and
-    the verb passes a given flag on as the override ``config_key=value`` (:func:`_config_overrides`).
-    """
-    var = env_var(flags[-1], config_key)
-    if from_config:
-        assert config_key is not None
-        value = None
-        help = f"{help} (env {var}; default: the config's {config_key})"
-        p.set_defaults(config_flags={**(p.get_default("config_flags") or {}), flags[-1]: config_key})
-    else:
-        # argparse applies ``type`` to a string default, so a bad value is a usage error (exit 2).
-        value = os.environ.get(var, default)
-        shown = shown_default or (None if default is None else str(default))
-        help = f"{help} (env {var}" + ("" if shown is None else f"; default: {shown}") + ")"
-    p.add_argument(*flags, default=value, help=help, **kwargs)
-
-
-def _config_overrides(args: argparse.Namespace) -> list[str]:
-    """``--set`` items, then the flags given that mirror config keys (a flag wins over ``--set``)."""
-    out = list(args.overrides)
-    for flag, key in getattr(args, "config_flags", {}).items():
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value is not None:
-            out.append(f"{key}={value}")
-    return out
-
-
-def _parse_hparams(items: Sequence[str]) -> dict[str, Any]:
-    """``--hparam name=value`` pairs; values are read as YAML scalars (0.1, true, null, 5)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--hparam expects name=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(raw)
-    return out
-
-
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="run a learner over a continual-learning benchmark stream and print RA/LA/BTI and examples/s",
-        description=(
-            "Single pass over the stream, task after task; each micro-batch is predicted before it is "
-            "learned (prequential). After each task the model is evaluated on every task's held-out "
-            "set. Prints RA (retained accuracy), LA (learning accuracy), BTI (LA - final accuracy), "
-            "prequential accuracy, examples/s and wall seconds. Progress goes to stderr."
-        ),
-    )
-    p.add_argument("--stream", default="rotated-mnist-10k", choices=STREAM_NAMES, help="benchmark stream")
-    p.add_argument("--learner", required=True, choices=LEARNER_NAMES, help="learning algorithm")
-    p.add_argument("--tasks", type=int, default=None, help="learn only the first N tasks (default: all 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of model init, replay and shuffles (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="micro-batch size (default: the learner's own, 1 for mer/er/sgd, 10 for lamaml/cmaml)",
-    )
-    p.add_argument(
-        "--hparam",
-        dest="hparams",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a learner hyper-parameter, e.g. --hparam lr=0.05 --hparam fast_path=false (repeatable)",
-    )
-    _env_flag(
-        p,
-        "--threads",
-        type=int,
-        default=1,
-        config_key="runtime.threads",
-        help="torch/BLAS threads; 1 is fastest for these small matrices",
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
-    p.add_argument(
-        "--report",
-        metavar="DIR",
-        default=None,
-        help="also write DIR/index.html: accuracy heatmap, per-task curves, scores (PNGs embedded)",
-    )
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from streamlearn.bench import format_result, run_bench, stderr_progress
-    from streamlearn.runtime import pin_threads
-
-    pin_threads(args.threads)
-    result = run_bench(
-        args.learner,
-        args.stream,
-        n_tasks=args.tasks,
-        seed=args.seed,
-        device=args.device,
-        batch_size=args.batch_size,
-        hparams=_parse_hparams(args.hparams),
-        progress=stderr_progress(),
-    )
-    print(format_result(result), flush=True)
-    if args.report:
-        from streamlearn.bench_report import write_report
-
-        print(f"report: {write_report([result.to_json()], args.report)}", file=sys.stderr, flush=True)
-    if args.json:
-        print(json.dumps(result.to_json()), flush=True)
-    return 0
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    _env_flag(p, "-c", "--config", shown_default="the built-in defaults", help="YAML config file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value, e.g. --set learner.name=lamaml --set kafka.topic=x "
-        "(repeatable; outranks the file and the environment's STREAMLEARN__SECTION__KEY)",
-    )
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -208,7 +44,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
             "kafka.bootstrap_servers: embedded starts a local broker."
         ),
     )
-    _add_config_args(p)
+    add_config_args(p)
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON line on stdout")
     p.set_defaults(func=_cmd_run)
 
@@ -249,16 +85,16 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "The model shape comes from the config (-c), the same file the learner uses."
         ),
     )
-    _add_config_args(p)
-    _env_flag(
+    add_config_args(p)
+    env_flag(
         p,
         "--checkpoint-dir",
         config_key="checkpoint.dir",
         from_config=True,
         help="directory the learner writes checkpoints to",
     )
-    _env_flag(p, "--host", config_key="serve.host", from_config=True, help="listen address")
-    _env_flag(p, "--port", type=int, config_key="serve.port", from_config=True, help="listen port")
+    env_flag(p, "--host", config_key="serve.host", from_config=True, help="listen address")
+    env_flag(p, "--port", type=int, config_key="serve.port", from_config=True, help="listen port")
     p.add_argument(
         "--poll-seconds", type=float, default=2.0, help="how often to look for a newer checkpoint (default 2)"
     )
@@ -268,7 +104,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
 
-    cfg = load_config(args.config, _config_overrides(args))
+    cfg = load_config(args.config, config_overrides(args))
     from streamlearn.serving.replica import run_replica
 
     run_replica(cfg, cfg.checkpoint.dir, poll_seconds=args.poll_seconds)
@@ -287,8 +123,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
             "POST /predict, /v2/models/streamlearn/infer, GET /metrics)."
         ),
     )
-    _add_config_args(p)
-    _env_flag(
+    add_config_args(p)
+    env_flag(
         p, "--learner", choices=LEARNER_NAMES, config_key="learner.name", from_config=True, help="learner"
     )
     p.add_argument("--stream", choices=STREAM_NAMES, default="rotated-mnist-10k", help="stream to produce")
@@ -305,7 +141,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from streamlearn.config import load_config
 
-    cfg = load_config(args.config, _config_overrides(args))
+    cfg = load_config(args.config, config_overrides(args))
     from streamlearn.console import summary_text
     from streamlearn.demo import run_demo
     from streamlearn.stopping import StopSignals
@@ -409,14 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"streamlearn {__version__}")
-    _env_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    env_flag(parser, "--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     _add_run(sub)
     _add_serve(sub)
     _add_demo(sub)
     _add_produce(sub)
-    _add_bench(sub)
+    add_bench(sub)
     _add_checkpoint(sub)
     add_admin(sub)
     return parser

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streamlearn import cli
+from streamlearn import cli, cli_flags
 from streamlearn.config import load_config
 
 # Runs the CLI's main() and reports whether torch got imported, whatever the exit.
@@ -65,15 +65,15 @@ def test_the_static_name_lists_match_the_registries() -> None:
     from streamlearn.learners import LEARNERS
     from streamlearn.streams import STREAM_NAMES
 
-    assert tuple(sorted(LEARNERS)) == cli.LEARNER_NAMES
-    assert cli.STREAM_NAMES == STREAM_NAMES
+    assert tuple(sorted(LEARNERS)) == cli_flags.LEARNER_NAMES
+    assert cli_flags.STREAM_NAMES == STREAM_NAMES
 
 
 def test_env_var_follows_one_rule() -> None:
-    assert cli.env_var("--log-level") == "STREAMLEARN_LOG_LEVEL"
-    assert cli.env_var("--config") == "STREAMLEARN_CONFIG"
-    assert cli.env_var("--threads", "runtime.threads") == "STREAMLEARN__RUNTIME__THREADS"
-    assert cli.env_var("--checkpoint-dir", "checkpoint.dir") == "STREAMLEARN__CHECKPOINT__DIR"
+    assert cli_flags.env_var("--log-level") == "STREAMLEARN_LOG_LEVEL"
+    assert cli_flags.env_var("--config") == "STREAMLEARN_CONFIG"
+    assert cli_flags.env_var("--threads", "runtime.threads") == "STREAMLEARN__RUNTIME__THREADS"
+    assert cli_flags.env_var("--checkpoint-dir", "checkpoint.dir") == "STREAMLEARN__CHECKPOINT__DIR"
 
 
 def test_help_names_each_flags_variable() -> None:
@@ -110,7 +110,7 @@ def test_a_flag_that_mirrors_a_config_key_keeps_the_configs_precedence(
 
     def checkpoint_dir(*argv: str) -> str:
         args = parser.parse_args(["serve", *argv])
-        return load_config(args.config, cli._config_overrides(args)).checkpoint.dir
+        return load_config(args.config, cli_flags.config_overrides(args)).checkpoint.dir
 
     assert checkpoint_dir() == "/from/env"
     assert checkpoint_dir("--set", "checkpoint.dir=/from/set") == "/from/set"  # --set outranks the env
