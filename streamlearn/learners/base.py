@@ -22,14 +22,16 @@ import torch
 from torch import nn
 
 from streamlearn.bounds import NonNegativeInt, PositiveInt
+from streamlearn.errors import ConfigError
 from streamlearn.learners import functional as F_
 from streamlearn.learners.kernels import NumpyMLP
 from streamlearn.learners.undo import DEFAULT_MAX_ABS_VALUE, UpdateUndo, restore_rng_states, rng_states
 from streamlearn.replay import ReservoirBuffer
 
 #: The ``fast_path`` keyword of learners with a kernel: None picks the fastest path the model allows,
-#: False the reference path, True a lean path or a ValueError, "compiled" / "numpy" that lean path.
-FastPath = bool | Literal["compiled", "numpy"] | None
+#: False the reference path, True a lean path or a ValueError, "compiled" / "numpy" that lean path,
+#: "device" the device-resident torch path (``device_path.py``; the default on a non-CPU device).
+FastPath = bool | Literal["compiled", "numpy", "device"] | None
 
 
 @dataclass
@@ -46,6 +48,9 @@ class UpdateStats:
     lr_stats: dict[str, float] = field(default_factory=dict)
     # Why the update was undone (the non-finite guard, see ``undo.py``), or None: it was learned.
     undone: str | None = None
+    # The device path's loss and rate statistics, still on the device: ``learn`` reads them into
+    # ``loss`` and ``lr_stats`` in the guard's one transfer (``UpdateUndo.settle``), then empties it.
+    on_device: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Learner:
@@ -70,7 +75,7 @@ class Learner:
         seed: NonNegativeInt = 0,
         alignment_every: NonNegativeInt = 0,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = available_device(device)
         self.model = model.to(self.device)
         self.n_classes = int(n_classes)
         self.seed = int(seed)
@@ -88,7 +93,7 @@ class Learner:
         # the reference path (any module, any device). Set by _choose_path; fast_path reports it.
         self._kernel: NumpyMLP | None = None
         self.fast_path = False
-        self.path: Literal["compiled", "numpy", "reference"] = "reference"
+        self.path: Literal["compiled", "numpy", "device", "reference"] = "reference"
         #: the non-finite guard's bound on any learned value (config ``guard.max_abs_value``)
         self.max_abs_value = DEFAULT_MAX_ABS_VALUE
         self._undo: UpdateUndo | None = None  # made at the first update, once every tensor exists
@@ -102,8 +107,12 @@ class Learner:
         costs 10-30 s at a process's first start (cached after), and on one seed its float32
         rounding moves the benchmark's RA by up to 0.01 (as a 1e-7 nudge of the initial weights
         does on the numpy path). ``possible`` False rules the lean paths out for a reason of the
-        learner's own (La-MAML's second-order updates need autograd).
+        learner's own (La-MAML's second-order updates need autograd). "device", and None on a
+        non-CPU device, take the device path (any module, any device; see ``device_path.py``).
         """
+        if fast_path == "device" or (fast_path is None and self.device.type != "cpu"):
+            self._kernel, self.fast_path, self.path = None, False, "device"
+            return
         kernel = NumpyMLP.from_module(self.model) if fast_path is not False and possible else None
         if fast_path not in (None, False) and kernel is None:
             raise ValueError(f"fast_path={fast_path!r} needs {needs}")
@@ -134,7 +143,12 @@ class Learner:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is the guard's to judge
             stats = self._learn(x, y, task)
         stored = self.buffer.written() if self.buffer is not None else None
-        problem = self._undo.problem(stats.loss, stored)
+        if stats.on_device:  # the device path: its loss and rates come back with the guard's read
+            problem, read = self._undo.settle(stats.on_device, stored)
+            stats.loss, stats.on_device = read.pop("loss"), {}
+            stats.lr_stats = read
+        else:
+            problem = self._undo.problem(stats.loss, stored)
         if problem is not None:
             self._undo.undo()
             restore_rng_states((self.rng, self._probe_rng), rngs)
@@ -250,6 +264,24 @@ class Learner:
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+def available_device(device: str) -> torch.device:
+    """``device`` as a torch device, or a ConfigError saying plainly that it is not on this machine
+    (torch's own error is an AssertionError from deep inside ``model.to``)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "without CUDA"
+        raise ConfigError(
+            f"{device!r}: no CUDA device is available here (torch {torch.__version__}, built {build}); "
+            "use device cpu",
+            key="device",
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)", key="device"
+        )
+    return dev
 
 
 def _compiled(kernel: NumpyMLP) -> NumpyMLP | None:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.func import functional_call
 
 from streamlearn.bounds import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from streamlearn.learners import device_path
 from streamlearn.learners import functional as F_
 from streamlearn.learners.base import FastPath, Learner, UpdateStats
 from streamlearn.replay import ReservoirBuffer
@@ -142,6 +143,8 @@ class LaMAML(Learner):
             self.current_task = task
         if self.path == "compiled":
             return self._learn_compiled(x, y, task)
+        if self.path == "device":
+            return device_path.lamaml_learn(self, x, y, task)
         total = 0.0
         for glance in range(self.glances):
             perm = torch.as_tensor(self.rng.permutation(x.shape[0]), device=self.device)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from streamlearn.bounds import NonNegativeInt, PositiveFloat, PositiveInt, Range
+from streamlearn.learners import device_path
 from streamlearn.learners import functional as F_
 from streamlearn.learners.base import FastPath, Learner, UpdateStats
 from streamlearn.replay import ReservoirBuffer
@@ -97,6 +98,8 @@ class MER(Learner):
         assert self.buffer is not None
         if self.path == "compiled":
             return self._learn_compiled(x, y, task)
+        if self.path == "device":
+            return device_path.mer_learn(self, x, y, task)
         total, steps = 0.0, 0
         batch = self._batch_lean if self._kernel is not None else self._batch_reference
         for i in range(x.shape[0]):

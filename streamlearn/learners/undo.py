@@ -77,6 +77,25 @@ class UpdateUndo:
             else:
                 worst = float(torch.stack([t.abs().amax() for t in self.live]).amax())
             kept = float(stored.abs().amax()) if stored is not None and stored.numel() else 0.0
+        return self._judge(worst, kept)
+
+    def settle(
+        self, on_device: dict[str, torch.Tensor], stored: torch.Tensor | None = None
+    ) -> tuple[str | None, dict[str, float]]:
+        """``problem`` for an update whose loss (``on_device["loss"]``) and other reported values are
+        still on the device (the device path): the extremes are reduced there too, and everything
+        comes back in one transfer, the update's only sync. Returns the verdict and the values."""
+        with torch.no_grad():
+            worst = torch.stack(torch._foreach_norm(self.live, ord=math.inf)).amax()
+            kept = stored.abs().amax() if stored is not None and stored.numel() else torch.zeros_like(worst)
+            read = torch.stack([worst, kept, *(v.to(worst.dtype) for v in on_device.values())]).tolist()
+        values = dict(zip(on_device, read[2:], strict=True))
+        loss = values["loss"]
+        if not math.isfinite(loss):
+            return f"the update's loss is {loss}", values
+        return self._judge(read[0], read[1]), values
+
+    def _judge(self, worst: float, kept: float) -> str | None:
         for what, value in (("a weight", worst), ("a stored feature", kept)):
             if math.isnan(value) or math.isinf(value):
                 return f"the update made {what} {value}"

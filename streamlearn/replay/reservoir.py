@@ -100,7 +100,8 @@ class ReservoirBuffer:
     def written(self) -> torch.Tensor:
         """The rows ``add`` has written since ``mark`` (as they are now)."""
         slots = sorted({slot for slot, *_ in self._journal or ()})
-        return self.x[torch.as_tensor(slots, dtype=torch.long, device=self.device)]
+        # non_blocking: on a GPU a blocking upload would wait for the update's kernels (a sync)
+        return self.x[torch.as_tensor(slots, dtype=torch.long).to(self.device, non_blocking=True)]
 
     def release(self) -> None:
         self._journal = None
