@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test test-all lint bench clean audit audit-test lock
+.PHONY: setup run test test-all test-cuda lint bench clean audit audit-test lock
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# On a machine with a GPU: the learner contract and the device path's equality on CUDA (elsewhere
+# every one is skipped, "no CUDA device", and listed by -rs).
+test-cuda: $(STAMP)
+	$(BIN)/python -m pytest -m cuda -rs -q tests/learners
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamlearn tests benchmarks

@@ -18,18 +18,29 @@ SMALL = {
     "lamaml": dict(memories=30, replay_batch_size=5, glances=2),
     "cmaml": dict(memories=30, replay_batch_size=5, glances=2),
 }
+#: Marks of a case on the GPU: run with ``-m cuda``; skipped, and listed by -rs, where there is none.
+ON_CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+#: (learner, fast_path, device): every path on the CPU, then every learner's default and reference
+#: path on the GPU (the default there is the device path for mer, lamaml and cmaml).
 CASES = [
-    (name, fast)
+    (name, fast, "cpu")
     for name in sorted(LEARNERS)
-    for fast in ((True, False) if name in ("mer", "lamaml", "cmaml") else (None,))
+    for fast in ((True, False, "device") if name in ("mer", "lamaml", "cmaml") else (None,))
+] + [
+    pytest.param(name, fast, "cuda", marks=ON_CUDA, id=f"{name}-{fast}-cuda")
+    for name in sorted(LEARNERS)
+    for fast in ((None, False) if name in ("mer", "lamaml", "cmaml") else (None,))
 ]
 
 
-def build(name: str, fast: bool | None, seed: int = 0, model=None, **extra) -> Learner:
+def build(
+    name: str, fast: bool | str | None, seed: int = 0, model=None, device: str = "cpu", **extra
+) -> Learner:
     hp = dict(SMALL[name], **extra)
     if fast is not None:
         hp["fast_path"] = fast
-    return make_learner(name, model or mlp(6, 3, (8,), seed=seed), n_classes=3, seed=seed, **hp)
+    model = model or mlp(6, 3, (8,), seed=seed)
+    return make_learner(name, model, n_classes=3, seed=seed, device=device, **hp)
 
 
 def feed(learner: Learner, x, y, start: int, stop: int) -> None:
@@ -43,55 +54,55 @@ def state_vector(learner: Learner) -> torch.Tensor:
     if learner.buffer is not None:
         parts += [learner.buffer.x.reshape(-1), learner.buffer.y.float()]
     parts += [a.detach().reshape(-1) for a in getattr(learner, "alpha", {}).values()]
-    return torch.cat(parts)
+    return torch.cat(parts).cpu()
 
 
-@pytest.mark.parametrize("name,fast", CASES)
-def test_learns_an_easy_problem(blobs, name, fast) -> None:
+@pytest.mark.parametrize("name,fast,device", CASES)
+def test_learns_an_easy_problem(blobs, name, fast, device) -> None:
     x, y = blobs
-    learner = build(name, fast)
+    learner = build(name, fast, device=device)
     feed(learner, x, y, 0, 300)
-    acc = float((learner.predict_proba(x[300:]).argmax(1) == y[300:]).float().mean())
+    acc = float((learner.predict_proba(x[300:]).argmax(1).cpu() == y[300:]).float().mean())
     assert acc > 0.9, f"{name}: held-out accuracy {acc:.2f}"
 
 
-@pytest.mark.parametrize("name,fast", CASES)
-def test_save_load_continue_is_bit_identical(blobs, name, fast) -> None:
+@pytest.mark.parametrize("name,fast,device", CASES)
+def test_save_load_continue_is_bit_identical(blobs, name, fast, device) -> None:
     x, y = blobs
-    straight = build(name, fast)
+    straight = build(name, fast, device=device)
     feed(straight, x, y, 0, 120)
 
-    first = build(name, fast)
+    first = build(name, fast, device=device)
     feed(first, x, y, 0, 60)
     blob = io.BytesIO()
     torch.save(first.state_dict(), blob)
     blob.seek(0)
-    resumed = build(name, fast, seed=123, model=mlp(6, 3, (8,), seed=99))  # a different start, overwritten
+    resumed = build(name, fast, seed=123, model=mlp(6, 3, (8,), seed=99), device=device)  # a different start, overwritten
     resumed.load_state_dict(torch.load(blob, weights_only=True))
     feed(resumed, x, y, 60, 120)
     assert torch.equal(state_vector(straight), state_vector(resumed))
     assert resumed.examples == straight.examples == 120
 
 
-@pytest.mark.parametrize("name,fast", CASES)
-def test_deterministic_under_a_seed(blobs, name, fast) -> None:
+@pytest.mark.parametrize("name,fast,device", CASES)
+def test_deterministic_under_a_seed(blobs, name, fast, device) -> None:
     x, y = blobs
-    a, b, c = build(name, fast), build(name, fast), build(name, fast, seed=1)
+    a, b, c = (build(name, fast, seed=s, device=device) for s in (0, 0, 1))
     for learner in (a, b, c):
         feed(learner, x, y, 0, 60)
     assert torch.equal(state_vector(a), state_vector(b))
     assert not torch.equal(state_vector(a), state_vector(c))
 
 
-@pytest.mark.parametrize("name,fast", CASES)
-def test_predict_is_a_probability_and_mutates_nothing(blobs, name, fast) -> None:
+@pytest.mark.parametrize("name,fast,device", CASES)
+def test_predict_is_a_probability_and_mutates_nothing(blobs, name, fast, device) -> None:
     x, y = blobs
-    learner = build(name, fast)
+    learner = build(name, fast, device=device)
     feed(learner, x, y, 0, 30)
     before = state_vector(learner).clone()
     learner.model.train()
-    p1 = learner.predict_proba(x[:50])
-    p2 = learner.predict_proba(x[:50])
+    p1 = learner.predict_proba(x[:50]).cpu()
+    p2 = learner.predict_proba(x[:50]).cpu()
     assert p1.shape == (50, 3)
     assert torch.allclose(p1.sum(1), torch.ones(50), atol=1e-5) and bool((p1 >= 0).all())
     assert torch.equal(p1, p2)
@@ -99,12 +110,19 @@ def test_predict_is_a_probability_and_mutates_nothing(blobs, name, fast) -> None
     assert learner.model.training  # mode restored
 
 
-@pytest.mark.parametrize("name", sorted(LEARNERS))
-def test_any_module_works_a_small_cnn(name) -> None:
+@pytest.mark.parametrize(
+    "name,fast,device",
+    [
+        *((name, None, "cpu") for name in sorted(LEARNERS)),
+        *((name, "device", "cpu") for name in ("mer", "lamaml", "cmaml")),
+        *(pytest.param(name, None, "cuda", marks=ON_CUDA) for name in sorted(LEARNERS)),
+    ],
+)
+def test_any_module_works_a_small_cnn(name, fast, device) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(20, 64, generator=g)
     y = torch.randint(0, 3, (20,), generator=g)
-    learner = make_learner(name, small_cnn((1, 8, 8), 3, channels=2), n_classes=3, **SMALL[name])
+    learner = build(name, fast, model=small_cnn((1, 8, 8), 3, channels=2), device=device)
     before = state_vector(learner).clone()
     feed(learner, x, y, 0, 20)
     assert not torch.equal(

@@ -12,11 +12,11 @@ def _batch(learner, x, y, start: int):
     return x[start : start + bs], y[start : start + bs]
 
 
-@pytest.mark.parametrize("name,fast", CASES)
+@pytest.mark.parametrize("name,fast,device", CASES)
 @pytest.mark.parametrize("poison", ["all_1e30", "one_1e30"])
-def test_a_poisoned_batch_is_undone_and_leaves_no_trace(blobs, name, fast, poison) -> None:
+def test_a_poisoned_batch_is_undone_and_leaves_no_trace(blobs, name, fast, device, poison) -> None:
     x, y = blobs
-    learner, twin = build(name, fast), build(name, fast)
+    learner, twin = build(name, fast, device=device), build(name, fast, device=device)
     # 20 examples: the replay memory (30) is not full yet, so the batch is certainly stored.
     feed(learner, x, y, 0, 20)
     feed(twin, x, y, 0, 20)
@@ -68,16 +68,16 @@ def test_the_bound_is_the_learners_setting(blobs) -> None:
     assert learner.learn(x[:1], y[:1]).undone is None
 
 
-@pytest.mark.parametrize("name,fast", CASES)
-def test_a_poisoned_example_with_a_wrong_guess_is_undone(blobs, name, fast) -> None:
+@pytest.mark.parametrize("name,fast,device", CASES)
+def test_a_poisoned_example_with_a_wrong_guess_is_undone(blobs, name, fast, device) -> None:
     """The model's guess on the 1e30 example is wrong: the step is ~1e29 and must not stand."""
     x, y = blobs
-    learner = build(name, fast)
+    learner = build(name, fast, device=device)
     feed(learner, x, y, 0, 20)
     before = state_vector(learner).clone()
     bx = torch.full((learner.default_batch_size, 6), 1e30)
     guess = learner.predict_proba(torch.full((1, 6), 1.0)).argmax(1)
-    by = ((guess + 1) % 3).repeat(learner.default_batch_size)
+    by = ((guess.cpu() + 1) % 3).repeat(learner.default_batch_size)
     stats = learner.learn(bx, by)
     assert stats.undone is not None
     assert torch.equal(state_vector(learner), before)
