@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from streamlearn.evaluation import ContinualScores
-from streamlearn.learners import LEARNERS, Learner, make_learner, mlp
+from streamlearn.learners import LEARNERS, Learner, build_model, make_learner
 from streamlearn.streams import TaskStream, load_stream
 
 
@@ -41,6 +41,9 @@ class BenchResult:
     wall_s: float
     hparams: dict[str, Any] = field(default_factory=dict)
     accuracy_matrix: list[list[float]] = field(default_factory=list)
+    model: str = "mlp"
+    #: the implementation the learner chose: compiled, numpy, device or reference (``Learner.path``)
+    path: str = "reference"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,19 +67,20 @@ def run_bench(
     device: str = "cpu",
     batch_size: int | None = None,
     hidden: tuple[int, ...] = (100, 100),
+    model: str = "mlp",
     hparams: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Run ``learner_name`` over ``stream`` once and score it."""
+    """Run ``learner_name`` over ``stream`` once and score it (``model``: "mlp" or "cnn")."""
     if learner_name not in LEARNERS:
         raise ValueError(f"unknown learner {learner_name!r}; expected one of {sorted(LEARNERS)}")
     wall0 = time.perf_counter()
     if isinstance(stream, str):
         stream = load_stream(stream, n_tasks=n_tasks)
     tasks = stream.tasks[:n_tasks] if n_tasks else stream.tasks
-    model = mlp(stream.n_inputs, stream.n_classes, hidden, seed=seed)
+    net = build_model(model, stream.n_inputs, stream.n_classes, hidden, seed=seed)
     learner = make_learner(
-        learner_name, model, n_classes=stream.n_classes, seed=seed, device=device, **(hparams or {})
+        learner_name, net, n_classes=stream.n_classes, seed=seed, device=device, **(hparams or {})
     )
     bs = batch_size or learner.default_batch_size
     scores = ContinualScores(len(tasks))
@@ -88,11 +92,12 @@ def run_bench(
         if learner.device.type != "cpu":
             xs, ys = xs.to(learner.device), ys.to(learner.device)
         t0 = time.perf_counter()
-        task_correct = 0
+        # counted where the predictions are: on a GPU an int() per batch would wait for the device
+        task_correct = torch.zeros((), dtype=torch.long, device=learner.device)
         for i in range(0, len(xs), bs):
             xb, yb = xs[i : i + bs], ys[i : i + bs]
             pred = learner.predict_proba(xb).argmax(dim=1)
-            task_correct += int((pred == yb).sum())
+            task_correct += (pred == yb).sum()
             t1 = time.perf_counter()
             learner.learn(xb, yb, task=t)
             learn_s += time.perf_counter() - t1
@@ -101,7 +106,7 @@ def run_bench(
         task_s = time.perf_counter() - t0
         loop_s += task_s
         seen += len(xs)
-        correct += task_correct
+        correct += int(task_correct)
         accs = [accuracy(learner, other.eval_x, other.eval_y) for other in tasks[: t + 1]]
         scores.record(t, accs)
         if progress is not None:
@@ -128,14 +133,16 @@ def run_bench(
         learn_examples_per_s=seen / learn_s,
         wall_s=time.perf_counter() - wall0,
         hparams=learner.hparams(),
+        model=model,
+        path=learner.path,
         accuracy_matrix=[[round(float(v), 4) for v in row[: i + 1]] for i, row in enumerate(scores.matrix)],
     )
 
 
 def format_result(r: BenchResult) -> str:
     return (
-        f"{r.learner} on {r.stream} ({r.tasks} tasks, seed {r.seed}, {r.device}, batch {r.batch_size}"
-        f"{', lean path' if r.fast_path else ''}):\n"
+        f"{r.learner} on {r.stream} ({r.tasks} tasks, seed {r.seed}, {r.device}, batch {r.batch_size}, "
+        f"{r.model}, {r.path} path):\n"
         f"  RA  {r.ra:.4f}   LA  {r.la:.4f}   BTI {r.bti:+.4f}   "
         f"prequential accuracy {r.prequential_accuracy:.4f}\n"
         f"  {r.examples_per_s:.1f} examples/s (predict + learn; learn only {r.learn_examples_per_s:.1f}), "

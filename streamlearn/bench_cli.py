@@ -24,7 +24,14 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learner", required=True, choices=LEARNER_NAMES, help="learning algorithm")
     p.add_argument("--tasks", type=int, default=None, help="learn only the first N tasks (default: all 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of model init, replay and shuffles (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda[:N] (default cpu); on cuda mer/lamaml/cmaml take the device-resident path",
+    )
+    p.add_argument(
+        "--model", default="mlp", choices=("mlp", "cnn"), help="the network (default mlp 784-100-100-10)"
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -68,6 +75,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         n_tasks=args.tasks,
         seed=args.seed,
         device=args.device,
+        model=args.model,
         batch_size=args.batch_size,
         hparams=parse_hparams(args.hparams),
         progress=stderr_progress(),

@@ -77,7 +77,8 @@ def test_save_load_continue_is_bit_identical(blobs, name, fast, device) -> None:
     blob = io.BytesIO()
     torch.save(first.state_dict(), blob)
     blob.seek(0)
-    resumed = build(name, fast, seed=123, model=mlp(6, 3, (8,), seed=99), device=device)  # a different start, overwritten
+    # a different start, overwritten
+    resumed = build(name, fast, seed=123, model=mlp(6, 3, (8,), seed=99), device=device)
     resumed.load_state_dict(torch.load(blob, weights_only=True))
     feed(resumed, x, y, 60, 120)
     assert torch.equal(state_vector(straight), state_vector(resumed))
