@@ -24,18 +24,47 @@ learner on a non-CPU device and is chosen on the CPU with ``fast_path="device"``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 
 from streamlearn.learners.base import UpdateStats
+from streamlearn.replay import ReservoirBuffer
 
-if TYPE_CHECKING:
-    from streamlearn.learners.lamaml import LaMAML
-    from streamlearn.learners.mer import MER
+
+class Replaying(Protocol):
+    """What the device path reads of a replaying learner (a protocol, so that ``mer.py`` and
+    ``lamaml.py`` can call in here without an import cycle)."""
+
+    model: nn.Module
+    device: torch.device
+    buffer: ReservoirBuffer | None
+    rng: np.random.Generator
+    replay_batch_size: int
+    grad_clip_norm: float | None
+
+
+class MERSettings(Replaying, Protocol):
+    lr: float
+    beta: float
+    gamma: float
+    batches_per_example: int
+
+
+class LaMAMLSettings(Replaying, Protocol):
+    alpha: dict[str, torch.Tensor]
+    glances: int
+    opt_lr: float
+    opt_wt: float
+    learn_lr: bool
+    sync_update: bool
+    second_order: bool
+    use_old_task_memory: bool
+    old_buffer: ReservoirBuffer | None
 
 
 def upload(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -60,12 +89,12 @@ def reptile_(params: list[torch.Tensor], before: list[torch.Tensor], fraction: f
 
 
 # -- MER ----------------------------------------------------------------------------------------
-def mer_learn(learner: MER, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
+def mer_learn(learner: MERSettings, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
     """``MER._learn``: per example, its batches of sequential SGD steps and the two Reptile moves."""
     buffer = learner.buffer
     assert buffer is not None
     model = learner.model
-    params = [p for p in model.parameters()]
+    params: list[torch.Tensor] = list(model.parameters())
     loss_sum = torch.zeros((), device=learner.device)
     steps = 0
     with torch.no_grad():
@@ -87,7 +116,7 @@ def mer_learn(learner: MER, x: torch.Tensor, y: torch.Tensor, task: int | None) 
                         grads = list(torch.autograd.grad(loss, params))
                     loss_sum += loss
                     clip_(grads, learner.grad_clip_norm)
-                    torch._foreach_sub_(params, torch._foreach_mul(grads, learner.lr))
+                    torch._foreach_sub_(params, list(torch._foreach_mul(grads, learner.lr)))
                 steps += bx.shape[0]
                 reptile_(params, batch_start, learner.beta)
             if example_start is not None:
@@ -97,7 +126,7 @@ def mer_learn(learner: MER, x: torch.Tensor, y: torch.Tensor, task: int | None) 
 
 
 # -- La-MAML and C-MAML -------------------------------------------------------------------------
-def lamaml_learn(learner: LaMAML, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
+def lamaml_learn(learner: LaMAMLSettings, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
     """``LaMAML._learn`` after the task switch: ``glances`` reshuffles, each a glance and its update."""
     assert learner.buffer is not None
     total = torch.zeros((), device=learner.device)
@@ -128,14 +157,14 @@ def lamaml_learn(learner: LaMAML, x: torch.Tensor, y: torch.Tensor, task: int | 
 
 
 def _glance(
-    learner: LaMAML, x: torch.Tensor, y: torch.Tensor, bx: torch.Tensor, by: torch.Tensor
+    learner: LaMAMLSettings, x: torch.Tensor, y: torch.Tensor, bx: torch.Tensor, by: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """``LaMAML._glance_reference`` with the mean meta-loss left on the device.
 
     Fixed rates (C-MAML, ``learn_lr`` False) never use the α-gradients, so they are not asked for.
     """
     model, alpha = learner.model, learner.alpha
-    theta = dict(model.named_parameters())
+    theta: dict[str, torch.Tensor] = dict(model.named_parameters())
     names = list(theta)
     adapted = dict(theta)  # θ', after the inner steps so far
     second = learner.second_order
@@ -153,16 +182,16 @@ def _glance(
 
 
 @torch.no_grad()
-def _apply(learner: LaMAML, g_theta: list[torch.Tensor], g_alpha: list[torch.Tensor]) -> None:
+def _apply(learner: LaMAMLSettings, g_theta: list[torch.Tensor], g_alpha: list[torch.Tensor]) -> None:
     """``LaMAML._apply``: α by SGD with ``opt_lr``, then θ by relu(α)·g or by SGD with ``opt_wt``."""
     clip_(g_theta, learner.grad_clip_norm)
     alphas = list(learner.alpha.values())
     if learner.learn_lr:
         clip_(g_alpha, learner.grad_clip_norm)
-        torch._foreach_sub_(alphas, torch._foreach_mul(g_alpha, learner.opt_lr))
-    params = list(learner.model.parameters())
+        torch._foreach_sub_(alphas, list(torch._foreach_mul(g_alpha, learner.opt_lr)))
+    params: list[torch.Tensor] = list(learner.model.parameters())
     if learner.sync_update:
-        torch._foreach_sub_(params, torch._foreach_mul(g_theta, learner.opt_wt))
+        torch._foreach_sub_(params, list(torch._foreach_mul(g_theta, learner.opt_wt)))
     else:
         # the step sizes are the just-updated learning rates, clipped at zero
-        torch._foreach_sub_(params, torch._foreach_mul(g_theta, torch._foreach_clamp_min(alphas, 0.0)))
+        torch._foreach_sub_(params, list(torch._foreach_mul(g_theta, torch._foreach_clamp_min(alphas, 0.0))))

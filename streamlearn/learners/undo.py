@@ -86,7 +86,8 @@ class UpdateUndo:
         still on the device (the device path): the extremes are reduced there too, and everything
         comes back in one transfer, the update's only sync. Returns the verdict and the values."""
         with torch.no_grad():
-            worst = torch.stack(torch._foreach_norm(self.live, ord=math.inf)).amax()
+            floats = [t for t in self.live if t.is_floating_point()]  # a counter buffer cannot overflow
+            worst = torch.stack(torch._foreach_norm(floats, ord=math.inf)).amax()
             kept = stored.abs().amax() if stored is not None and stored.numel() else torch.zeros_like(worst)
             read = torch.stack([worst, kept, *(v.to(worst.dtype) for v in on_device.values())]).tolist()
         values = dict(zip(on_device, read[2:], strict=True))
