@@ -30,8 +30,9 @@ from streamlearn.replay import ReservoirBuffer
 
 #: The ``fast_path`` keyword of learners with a kernel: None picks the fastest path the model allows,
 #: False the reference path, True a lean path or a ValueError, "compiled" / "numpy" that lean path,
-#: "device" the device-resident torch path (``device_path.py``; the default on a non-CPU device).
-FastPath = bool | Literal["compiled", "numpy", "device"] | None
+#: "device" the device-resident torch path (``device_path.py``; the default on a non-CPU device),
+#: "cuda_graph" that path with its updates captured in CUDA graphs (``cuda_graphs.py``; opt-in).
+FastPath = bool | Literal["compiled", "numpy", "device", "cuda_graph"] | None
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Learner:
         self._kernel: NumpyMLP | None = None
         self.fast_path = False
         self.path: Literal["compiled", "numpy", "device", "reference"] = "reference"
+        #: the device path's captured CUDA graphs by input shape (fast_path "cuda_graph"), else None
+        self.cuda_graphs: dict[Any, Any] | None = None
         #: the non-finite guard's bound on any learned value (config ``guard.max_abs_value``)
         self.max_abs_value = DEFAULT_MAX_ABS_VALUE
         self._undo: UpdateUndo | None = None  # made at the first update, once every tensor exists
@@ -110,8 +113,11 @@ class Learner:
         learner's own (La-MAML's second-order updates need autograd). "device", and None on a
         non-CPU device, take the device path (any module, any device; see ``device_path.py``).
         """
-        if fast_path == "device" or (fast_path is None and self.device.type != "cpu"):
+        if fast_path in ("device", "cuda_graph") or (fast_path is None and self.device.type != "cpu"):
+            if fast_path == "cuda_graph" and self.device.type != "cuda":
+                raise ValueError(f"fast_path='cuda_graph' needs a CUDA device, not {self.device}")
             self._kernel, self.fast_path, self.path = None, False, "device"
+            self.cuda_graphs = {} if fast_path == "cuda_graph" else None
             return
         kernel = NumpyMLP.from_module(self.model) if fast_path is not False and possible else None
         if fast_path not in (None, False) and kernel is None:

@@ -24,7 +24,8 @@ learner on a non-CPU device and is chosen on the CPU with ``fast_path="device"``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from streamlearn.learners import cuda_graphs
 from streamlearn.learners.base import UpdateStats
 from streamlearn.replay import ReservoirBuffer
 
@@ -46,6 +48,7 @@ class Replaying(Protocol):
     rng: np.random.Generator
     replay_batch_size: int
     grad_clip_norm: float | None
+    cuda_graphs: dict[Any, cuda_graphs.Graphed] | None
 
 
 class MERSettings(Replaying, Protocol):
@@ -93,42 +96,51 @@ def mer_learn(learner: MERSettings, x: torch.Tensor, y: torch.Tensor, task: int 
     """``MER._learn``: per example, its batches of sequential SGD steps and the two Reptile moves."""
     buffer = learner.buffer
     assert buffer is not None
-    model = learner.model
-    params: list[torch.Tensor] = list(model.parameters())
+    state = list(learner.model.parameters())
+    n_batches = learner.batches_per_example
     loss_sum = torch.zeros((), device=learner.device)
     steps = 0
-    with torch.no_grad():
-        for i in range(x.shape[0]):
-            # All of an example's draws at once, in the reference path's order (one upload).
-            draws = np.stack(
-                [buffer.sample_indices(learner.replay_batch_size) for _ in range(learner.batches_per_example)]
-            )
-            on_device = upload(draws, learner.device)
-            replay_x, replay_y = buffer.x[on_device], buffer.y[on_device]  # (batches, k, ...)
-            example_start = [p.clone() for p in params] if learner.gamma != 1.0 else None
-            for b in range(learner.batches_per_example):
-                batch_start = [p.clone() for p in params]
-                bx = torch.cat([x[i : i + 1], replay_x[b]])
-                by = torch.cat([y[i : i + 1], replay_y[b]])
-                for j in range(bx.shape[0]):
-                    with torch.enable_grad():
-                        loss = F.cross_entropy(model(bx[j : j + 1]), by[j : j + 1])
-                        grads = list(torch.autograd.grad(loss, params))
-                    loss_sum += loss
-                    clip_(grads, learner.grad_clip_norm)
-                    torch._foreach_sub_(params, list(torch._foreach_mul(grads, learner.lr)))
-                steps += bx.shape[0]
-                reptile_(params, batch_start, learner.beta)
-            if example_start is not None:
-                reptile_(params, example_start, learner.gamma)
-            buffer.add(x[i : i + 1], y[i : i + 1], task)
+    for i in range(x.shape[0]):
+        # All of an example's draws at once, in the reference path's order (one upload).
+        draws = np.stack([buffer.sample_indices(learner.replay_batch_size) for _ in range(n_batches)])
+        on_device = upload(draws, learner.device)
+        # (batches, 1 + k, ...): each batch is the incoming example, then its replay draw
+        bx = torch.cat([x[i].expand(n_batches, 1, -1), buffer.x[on_device]], dim=1)
+        by = torch.cat([y[i].expand(n_batches, 1), buffer.y[on_device]], dim=1)
+        example = partial(_mer_example, learner)
+        loss_sum += cuda_graphs.run(learner.cuda_graphs, "mer", example, (bx, by), state)
+        steps += bx.shape[0] * bx.shape[1]
+        buffer.add(x[i : i + 1], y[i : i + 1], task)
     return UpdateStats(n=int(x.shape[0]), loss=0.0, on_device={"loss": loss_sum / max(steps, 1)})
+
+
+@torch.no_grad()
+def _mer_example(learner: MERSettings, bx: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
+    """One example's batches ``bx`` (batches, 1 + k, n_inputs), in place; the sum of their losses."""
+    model = learner.model
+    params: list[torch.Tensor] = list(model.parameters())
+    total = torch.zeros((), device=bx.device)
+    example_start = [p.clone() for p in params] if learner.gamma != 1.0 else None
+    for b in range(bx.shape[0]):
+        batch_start = [p.clone() for p in params]
+        for j in range(bx.shape[1]):
+            with torch.enable_grad():
+                loss = F.cross_entropy(model(bx[b, j : j + 1]), by[b, j : j + 1])
+                grads = list(torch.autograd.grad(loss, params))
+            total += loss
+            clip_(grads, learner.grad_clip_norm)
+            torch._foreach_sub_(params, list(torch._foreach_mul(grads, learner.lr)))
+        reptile_(params, batch_start, learner.beta)
+    if example_start is not None:
+        reptile_(params, example_start, learner.gamma)
+    return total
 
 
 # -- La-MAML and C-MAML -------------------------------------------------------------------------
 def lamaml_learn(learner: LaMAMLSettings, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
     """``LaMAML._learn`` after the task switch: ``glances`` reshuffles, each a glance and its update."""
     assert learner.buffer is not None
+    state = [*learner.model.parameters(), *learner.alpha.values()]
     total = torch.zeros((), device=learner.device)
     for glance in range(learner.glances):
         perm = upload(learner.rng.permutation(x.shape[0]), learner.device)
@@ -138,13 +150,12 @@ def lamaml_learn(learner: LaMAMLSettings, x: torch.Tensor, y: torch.Tensor, task
         idx = upload(memory.sample_indices(learner.replay_batch_size), learner.device)
         bx = torch.cat([memory.x[idx], x])
         by = torch.cat([memory.y[idx], y])
-        meta, g_theta, g_alpha = _glance(learner, x, y, bx, by)
+        update = partial(_glance_and_update, learner)
+        total += cuda_graphs.run(learner.cuda_graphs, "lamaml", update, (x, y, bx, by), state)
         if glance == 0:
             # The reference adds each example right after its inner step; the meta batch was copied
             # before the glance, so adding them all after it changes nothing.
             learner.buffer.add(x, y, task)
-        _apply(learner, g_theta, g_alpha)
-        total += meta
     with torch.no_grad():
         rates = torch.relu(torch.cat([a.reshape(-1) for a in learner.alpha.values()]))
         on_device = {
@@ -156,12 +167,13 @@ def lamaml_learn(learner: LaMAMLSettings, x: torch.Tensor, y: torch.Tensor, task
     return UpdateStats(n=int(x.shape[0]), loss=0.0, on_device=on_device)
 
 
-def _glance(
+def _glance_and_update(
     learner: LaMAMLSettings, x: torch.Tensor, y: torch.Tensor, bx: torch.Tensor, by: torch.Tensor
-) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """``LaMAML._glance_reference`` with the mean meta-loss left on the device.
+) -> torch.Tensor:
+    """One glance at the current θ and α, then their update; the glance's mean meta-loss.
 
-    Fixed rates (C-MAML, ``learn_lr`` False) never use the α-gradients, so they are not asked for.
+    ``LaMAML._glance_reference`` with the meta-loss left on the device; fixed rates (C-MAML,
+    ``learn_lr`` False) never use the α-gradients, so they are not asked for.
     """
     model, alpha = learner.model, learner.alpha
     theta: dict[str, torch.Tensor] = dict(model.named_parameters())
@@ -178,7 +190,8 @@ def _glance(
     wrt = [theta[k] for k in names] + ([alpha[k] for k in names] if learner.learn_lr else [])
     out = torch.autograd.grad(meta, wrt)
     n = len(names)
-    return meta.detach(), [t.detach() for t in out[:n]], [t.detach() for t in out[n:]]
+    _apply(learner, [t.detach() for t in out[:n]], [t.detach() for t in out[n:]])
+    return meta.detach()
 
 
 @torch.no_grad()

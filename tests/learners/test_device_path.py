@@ -104,6 +104,24 @@ def test_device_path_agrees_on_a_cnn(name, hp, device) -> None:
     )
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name,hp", [CASES[1], CASES[2], CASES[6]], ids=["mer", "lamaml", "cmaml"])
+def test_cuda_graphs_replay_the_same_maths(name, hp) -> None:
+    """fast_path "cuda_graph": each update captured once per input shape, then replayed."""
+    x, y = mnist_like(200)
+    graphed = learned(name, "cuda_graph", "cuda", hp, x, y)
+    assert graphed.cuda_graphs  # shapes were captured (one per replay-memory size while it filled)
+    assert_same_model(
+        learned(name, False, "cuda", hp, x, y), graphed, learned(name, False, "cuda", hp, x[:0], y[:0])
+    )
+
+
+def test_cuda_graphs_need_a_cuda_device() -> None:
+    with pytest.raises(ValueError, match="fast_path='cuda_graph' needs a CUDA device, not cpu"):
+        make_learner("mer", mlp(6, 3, (5,)), n_classes=3, fast_path="cuda_graph")
+
+
 class HostReads(TorchFunctionMode):
     """Counts the tensor calls that hand a value to Python: on a GPU each one waits for the device."""
 
