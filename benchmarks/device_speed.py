@@ -5,8 +5,9 @@ examples of each of the first ``--tasks`` tasks of rotated-mnist-10k, once per p
 of the paths rotating between rounds, so a machine shared with other work slows them alike; the
 ratios are taken within a round and their median reported (with the spread of the rounds).
 
-Paths: ``numpy`` (the default kernel, CPU, MLP only), ``device`` (device_path.py) and ``reference``
-(torch.func transcription), the last two on ``--device``. On the CPU the device path is expected to
+Paths: ``numpy`` (the default kernel, CPU, MLP only), ``device`` (device_path.py), ``cuda_graph``
+(the same captured in CUDA graphs, with ``--device cuda`` only) and ``reference`` (torch.func
+transcription), all but numpy on ``--device``. On the CPU the device path is expected to
 be *slower* than the numpy kernel for the MLP: it is autograd per step, built for GPUs and larger
 models (``--model cnn``, where no kernel applies and the comparison is with the reference path).
 
@@ -22,6 +23,7 @@ import statistics
 from typing import Any
 
 from streamlearn.bench import run_bench
+from streamlearn.errors import ConfigError
 from streamlearn.learners.base import available_device
 from streamlearn.runtime import pin_threads
 from streamlearn.streams import TaskStream, load_stream
@@ -39,7 +41,8 @@ def truncated(tasks: int, examples: int) -> TaskStream:
 def paths_for(model: str, device: str) -> list[tuple[str, object, str]]:
     """(label, fast_path, device) of each path measured."""
     out: list[tuple[str, object, str]] = [("numpy", "numpy", "cpu")] if model == "mlp" else []
-    return [*out, ("device", "device", device), ("reference", False, device)]
+    graphs = [("cuda_graph", "cuda_graph", device)] if device.startswith("cuda") else []
+    return [*out, ("device", "device", device), *graphs, ("reference", False, device)]
 
 
 def measure(name: str, stream: TaskStream, model: str, device: str, rounds: int) -> dict[str, Any]:
@@ -51,7 +54,7 @@ def measure(name: str, stream: TaskStream, model: str, device: str, rounds: int)
         this: dict[str, float] = {}
         for label, fast_path, dev in order:
             res = run_bench(name, stream, device=dev, model=model, hparams={"fast_path": fast_path})
-            assert res.path == label, (res.path, label)
+            assert res.path == ("device" if label == "cuda_graph" else label), (res.path, label)
             runs[label].append(
                 {"examples_per_s": res.examples_per_s, "learn_examples_per_s": res.learn_examples_per_s}
             )
@@ -80,7 +83,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="where the device and reference paths run")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
-    available_device(args.device)  # a clear error before minutes of loading, not after
+    try:
+        available_device(args.device)  # a clear error before loading the stream, not after
+    except ConfigError as exc:
+        raise SystemExit(f"device_speed: {exc}") from None
     pin_threads(1)
     stream = truncated(args.tasks, args.examples)
     rows = []

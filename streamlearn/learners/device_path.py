@@ -96,7 +96,8 @@ def mer_learn(learner: MERSettings, x: torch.Tensor, y: torch.Tensor, task: int 
     """``MER._learn``: per example, its batches of sequential SGD steps and the two Reptile moves."""
     buffer = learner.buffer
     assert buffer is not None
-    state = list(learner.model.parameters())
+    # what a captured update changes in place (buffers too: a CUDA graph's warm-up must be undone)
+    state = [*learner.model.parameters(), *learner.model.buffers()]
     n_batches = learner.batches_per_example
     loss_sum = torch.zeros((), device=learner.device)
     steps = 0
@@ -140,7 +141,7 @@ def _mer_example(learner: MERSettings, bx: torch.Tensor, by: torch.Tensor) -> to
 def lamaml_learn(learner: LaMAMLSettings, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
     """``LaMAML._learn`` after the task switch: ``glances`` reshuffles, each a glance and its update."""
     assert learner.buffer is not None
-    state = [*learner.model.parameters(), *learner.alpha.values()]
+    state = [*learner.model.parameters(), *learner.model.buffers(), *learner.alpha.values()]
     total = torch.zeros((), device=learner.device)
     for glance in range(learner.glances):
         perm = upload(learner.rng.permutation(x.shape[0]), learner.device)
