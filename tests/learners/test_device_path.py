@@ -5,59 +5,19 @@ On the CPU these run in CI; the ``cuda`` cases run the same on a GPU and are ski
 torch sees none (``make test-cuda``).
 """
 
-from collections.abc import Iterator
-
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 from torch.overrides import TorchFunctionMode
 
 from streamlearn.errors import ConfigError
 from streamlearn.learners import Learner, make_learner, mlp, small_cnn
+from tests.learners.equality import CASES, IDS, learned, mnist_like, state
 from tests.learners.test_contract import ON_CUDA
 
 DEVICES = ["cpu", pytest.param("cuda", marks=ON_CUDA)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One BLAS and torch thread, as the daemon runs (runtime.pin_threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
-
-
-CASES = [
-    ("mer", dict(batches_per_example=2)),
-    ("mer", dict(batches_per_example=2, grad_clip_norm=0.5, gamma=0.6, beta=0.3)),
-    ("lamaml", {}),
-    ("lamaml", dict(sync_update=True)),
-    ("lamaml", dict(learn_lr=False)),
-    ("lamaml", dict(grad_clip_norm=None, glances=2)),
-    ("cmaml", {}),
-]
-
-
-def mnist_like(n: int, n_inputs: int = 784, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, n_inputs, generator=g) * (torch.rand(n, n_inputs, generator=g) > 0.8)
-    return x, torch.randint(0, 10, (n,), generator=g)
-
-
-def learned(name: str, fast_path: object, device: str, hp: dict, x, y, model=None) -> Learner:
-    model = model if model is not None else mlp(784, 10, (48, 32), seed=0)
-    learner = make_learner(name, model, n_classes=10, seed=0, fast_path=fast_path, device=device, **hp)
-    bs = learner.default_batch_size
-    for i in range(0, len(x), bs):
-        learner.learn(x[i : i + bs], y[i : i + bs], task=i // 100)
-    return learner
-
-
-def state(learner: Learner) -> torch.Tensor:
-    parts = [*learner.model.parameters(), *getattr(learner, "alpha", {}).values()]
-    return torch.cat([t.detach().reshape(-1) for t in parts]).cpu()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_same_model(reference: Learner, device: Learner, untrained: Learner) -> None:
@@ -71,13 +31,13 @@ def assert_same_model(reference: Learner, device: Learner, untrained: Learner) -
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name,hp", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+@pytest.mark.parametrize("name,hp", CASES, ids=IDS)
 def test_device_path_agrees_with_the_reference_after_200_examples(name, hp, device) -> None:
     x, y = mnist_like(200)
     assert_same_model(
-        learned(name, False, device, hp, x, y),
-        learned(name, "device", device, hp, x, y),
-        learned(name, False, device, hp, x[:0], y[:0]),
+        learned(name, False, hp, x, y, device=device),
+        learned(name, "device", hp, x, y, device=device),
+        learned(name, False, hp, x[:0], y[:0], device=device),
     )
 
 
@@ -98,22 +58,24 @@ def test_device_path_agrees_on_a_cnn(name, hp, device) -> None:
         return small_cnn((1, 8, 8), 10, channels=4)
 
     assert_same_model(
-        learned(name, False, device, hp, x, y, model=cnn()),
-        learned(name, "device", device, hp, x, y, model=cnn()),
-        learned(name, False, device, hp, x[:0], y[:0], model=cnn()),
+        learned(name, False, hp, x, y, device=device, model=cnn()),
+        learned(name, "device", hp, x, y, device=device, model=cnn()),
+        learned(name, False, hp, x[:0], y[:0], device=device, model=cnn()),
     )
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("name,hp", [CASES[1], CASES[2], CASES[6]], ids=["mer", "lamaml", "cmaml"])
+@pytest.mark.parametrize("name,hp", [CASES[1], CASES[3], CASES[7]], ids=["mer", "lamaml", "cmaml"])
 def test_cuda_graphs_replay_the_same_maths(name, hp) -> None:
     """fast_path "cuda_graph": each update captured once per input shape, then replayed."""
     x, y = mnist_like(200)
-    graphed = learned(name, "cuda_graph", "cuda", hp, x, y)
+    graphed = learned(name, "cuda_graph", hp, x, y, device="cuda")
     assert graphed.cuda_graphs  # shapes were captured (one per replay-memory size while it filled)
     assert_same_model(
-        learned(name, False, "cuda", hp, x, y), graphed, learned(name, False, "cuda", hp, x[:0], y[:0])
+        learned(name, False, hp, x, y, device="cuda"),
+        graphed,
+        learned(name, False, hp, x[:0], y[:0], device="cuda"),
     )
 
 

@@ -4,63 +4,21 @@ Each case learns 200 MNIST-like examples (sparse non-negative 784-pixel inputs) 
 same seed, once per path, and holds the weights (and La-MAML's learning rates) to 1e-5 of each other.
 """
 
-from collections.abc import Iterator
-
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
-from streamlearn.learners import LEARNERS, Learner, make_learner, mlp, validate_hparams
+from streamlearn.learners import LEARNERS, make_learner, mlp, validate_hparams
+from tests.learners.equality import CASES, IDS, learned, mnist_like, state
 
 numba = pytest.importorskip("numba")
 
 PATHS = ("compiled", "numpy", False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One BLAS and torch thread, as the daemon runs (runtime.pin_threads): 10x faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-CASES = [
-    ("mer", dict(batches_per_example=2)),
-    ("mer", dict(batches_per_example=2, grad_clip_norm=0.5, gamma=0.6, beta=0.3)),
-    ("mer", dict(replay_batch_size=3, batches_per_example=1, lr=0.05, memories=50)),
-    ("lamaml", {}),
-    ("lamaml", dict(sync_update=True)),
-    ("lamaml", dict(learn_lr=False)),
-    ("lamaml", dict(grad_clip_norm=None, glances=2)),
-    ("cmaml", {}),
-]
-
-
-def mnist_like(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 784, generator=g) * (torch.rand(n, 784, generator=g) > 0.8)
-    return x, torch.randint(0, 10, (n,), generator=g)
-
-
-def learned(name: str, fast_path: object, hp: dict, x: torch.Tensor, y: torch.Tensor) -> Learner:
-    learner = make_learner(
-        name, mlp(784, 10, (48, 32), seed=0), n_classes=10, seed=0, fast_path=fast_path, **hp
-    )
-    bs = learner.default_batch_size
-    for i in range(0, len(x), bs):
-        learner.learn(x[i : i + bs], y[i : i + bs], task=i // 100)
-    return learner
-
-
-def state(learner: Learner) -> torch.Tensor:
-    parts = [*learner.model.parameters(), *getattr(learner, "alpha", {}).values()]
-    return torch.cat([t.detach().reshape(-1) for t in parts])
-
-
-@pytest.mark.parametrize("name,hp", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+@pytest.mark.parametrize("name,hp", CASES, ids=IDS)
 def test_three_paths_agree_after_200_examples(name, hp) -> None:
     x, y = mnist_like()
     learners = [learned(name, p, hp, x, y) for p in PATHS]
