@@ -18,7 +18,9 @@ examples); it works for any module (the CNN too) and for La-MAML's ``second_orde
 
 On the CPU this path is slower than the numpy kernel for the MLP (autograd costs more than the
 kernel's hand-written gradients); it exists for GPUs and larger models. It is the default for a
-learner on a non-CPU device and is chosen on the CPU with ``fast_path="device"``.
+learner on a non-CPU device and is chosen on the CPU with ``fast_path="device"``. With
+``fast_path="cuda_graph"`` each MER example and each La-MAML glance and update is also captured in
+a CUDA graph and replayed (``cuda_graphs.py``; opt-in, not yet run on a GPU).
 """
 
 from __future__ import annotations
