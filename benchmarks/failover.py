@@ -8,8 +8,10 @@ with SIGKILL, times the takeover (kill → the first example learned by the new 
 progress lines every 0.25 s) and restarts the killed one, which comes back as a standby. After
 the last round the producer stops, the active learns to the end of the stream and stops by itself
 (``runtime.max_examples``); then an uninterrupted single learner learns the same stream and the
-two final models are compared. Also reported: the standby's staleness (model version the active
-has − the version the standby serves, sampled twice a second), and checkpoint save/restore time
+two final models are compared. Also reported: replica staleness (model version the active has −
+the version served, sampled twice a second) of a ``streamlearn serve --checkpoint-dir s3://…``
+replica process that runs through all the rounds (default ``--poll-seconds``) and of the standby
+of the moment, and checkpoint save/restore time
 of the default MER model on S3 vs local (``benchmarks/checkpoint_store.py``). Bounded by
 ``--max-seconds``: rounds stop when it is spent. Targets: takeover p50 ≤ 15 s, 0 lost, 0 learned
 twice, max |Δθ| = 0.
@@ -50,13 +52,13 @@ def say(msg: str) -> None:
 
 
 class Member:
-    """One ``streamlearn run``; each log line kept with the monotonic time it arrived."""
+    """One ``streamlearn run`` (or another verb); each log line kept with the monotonic time it arrived."""
 
-    def __init__(self, config: Path, name: str) -> None:
+    def __init__(self, config: Path, name: str, verb: tuple[str, ...] = ("run",)) -> None:
         env = dict(os.environ, STREAMLEARN_LOG_LEVEL="INFO")
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlearn.cli", "run", "-c", str(config)],
+            [sys.executable, "-m", "streamlearn.cli", *verb, "-c", str(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -117,6 +119,7 @@ def metric(port: int, name: str) -> float | None:
 ACTIVE = r"fleet: active learner .* epoch (\d+)$"
 ACTIVE_PORT = r"(?<!standby )serving on http://[^ ]+:(\d+) \(POST"
 STANDBY_PORT = r"standby serving on http://[^ ]+:(\d+) "
+REPLICA_PORT = r"read-only replica serving \S+ on http://[^ ]+:(\d+) "
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -202,16 +205,18 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
     standby = Member(config, "m1")
     standby.find(r"fleet: standby")
     standby_port = standby.port(STANDBY_PORT)
-    staleness: list[float] = []
+    replica = Member(config, "replica", ("serve", "--checkpoint-dir", "s3://fleet/model"))
+    staleness: dict[str, list[float]] = {"standby": [], "replica": []}
     stop_sampling = threading.Event()
-    ports = {"active": active_port, "standby": standby_port}
+    ports = {"active": active_port, "standby": standby_port, "replica": replica.port(REPLICA_PORT)}
 
     def sample() -> None:
         while not stop_sampling.wait(0.5):
             learner = metric(ports["active"], "streamlearn_model_version")
-            served = metric(ports["standby"], "streamlearn_serving_model_version")
-            if learner is not None and served is not None and served >= 0:
-                staleness.append(learner - served)
+            for who, behind in staleness.items():
+                served = metric(ports[who], "streamlearn_serving_model_version")
+                if learner is not None and served is not None and served >= 0:
+                    behind.append(learner - served)
 
     threading.Thread(target=sample, daemon=True).start()
     takeovers: list[float] = []
@@ -246,6 +251,8 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
     code = active.proc.wait(timeout=600)
     stop_sampling.set()
     standby.kill()
+    replica.proc.terminate()  # SIGTERM: the replica stops cleanly
+    replica.proc.wait(timeout=30)
     final = CheckpointStore("s3://fleet/model").latest()
     assert final is not None
     state = final[1]
@@ -283,10 +290,13 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
         "final_offset": offset,
         "last_active_exit_code": code,
         "max_abs_delta_theta": delta,
-        "standby_staleness_versions": {
-            "p50": percentile(staleness, 0.5),
-            "p99": percentile(staleness, 0.99),
-            "samples": len(staleness),
+        **{
+            f"{who}_staleness_versions": {
+                "p50": percentile(xs, 0.5),
+                "p99": percentile(xs, 0.99),
+                "samples": len(xs),
+            }
+            for who, xs in staleness.items()
         },
     }
 
@@ -306,8 +316,12 @@ def report(r: dict[str, Any]) -> None:
         f"lost {r['lost']}, learned twice {r['learned_twice']}"
     )
     print(f"max |delta theta| vs the uninterrupted run: {r['max_abs_delta_theta']:.3g}")
-    s = r["standby_staleness_versions"]
-    print(f"standby staleness (model versions behind the active): p50 {s['p50']:.0f}, p99 {s['p99']:.0f}")
+    for who, what in (("replica", "`streamlearn serve` replica on s3://"), ("standby", "standby")):
+        s = r[f"{who}_staleness_versions"]
+        print(
+            f"{what} staleness (model versions behind the active): p50 {s['p50']:.0f}, "
+            f"p99 {s['p99']:.0f} ({s['samples']} samples)"
+        )
     c = r["checkpoint_mer"]
     for what in ("save", "restore"):
         here, there = 1000 * c["local"][f"{what}_s"], 1000 * c["s3_moto"][f"{what}_s"]

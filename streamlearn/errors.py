@@ -36,8 +36,3 @@ class CheckpointError(StreamlearnError):
 
 class BrokerError(StreamlearnError):
     """The embedded broker could not be found, started or reached."""
-
-
-class Deposed(StreamlearnError):
-    """Another process took the fleet's lease over: this one stopped learning without publishing
-    anything (``streamlearn.fleet``); a runtime failure, exit 1 (a supervisor restarts it as a standby)."""
