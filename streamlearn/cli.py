@@ -27,7 +27,7 @@ from typing import Any
 
 from streamlearn import __version__, logs
 from streamlearn.config import ENV_PREFIX
-from streamlearn.errors import BrokerError, StreamlearnError
+from streamlearn.errors import BrokerError, Deposed, StreamlearnError
 from streamlearn.guard.admin_cli import add_admin
 
 log = logging.getLogger("streamlearn")
@@ -436,8 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    except BrokerError as exc:
-        # The embedded broker would not start: a runtime failure.
+    except (BrokerError, Deposed) as exc:
+        # The embedded broker would not start, or another process took over: runtime failures.
         print(f"streamlearn: error: {exc}", file=sys.stderr)
         return 1
     except StreamlearnError as exc:
