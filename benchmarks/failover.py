@@ -8,8 +8,10 @@ with SIGKILL, times the takeover (kill → the first example learned by the new 
 progress lines every 0.25 s) and restarts the killed one, which comes back as a standby. After
 the last round the producer stops, the active learns to the end of the stream and stops by itself
 (``runtime.max_examples``); then an uninterrupted single learner learns the same stream and the
-two final models are compared. Also reported: the standby's staleness (model version the active
-has − the version the standby serves, sampled twice a second), and checkpoint save/restore time
+two final models are compared. Also reported: replica staleness (model version the active has −
+the version served, sampled twice a second) of a ``streamlearn serve --checkpoint-dir s3://…``
+replica process that runs through all the rounds (default ``--poll-seconds``) and of the standby
+of the moment, and checkpoint save/restore time
 of the default MER model on S3 vs local (``benchmarks/checkpoint_store.py``). Bounded by
 ``--max-seconds``: rounds stop when it is spent. Targets: takeover p50 ≤ 15 s, 0 lost, 0 learned
 twice, max |Δθ| = 0.
@@ -50,13 +52,13 @@ def say(msg: str) -> None:
 
 
 class Member:
-    """One ``streamlearn run``; each log line kept with the monotonic time it arrived."""
+    """One ``streamlearn run`` (or another verb); each log line kept with the monotonic time it arrived."""
 
-    def __init__(self, config: Path, name: str) -> None:
+    def __init__(self, config: Path, name: str, verb: tuple[str, ...] = ("run",)) -> None:
         env = dict(os.environ, STREAMLEARN_LOG_LEVEL="INFO")
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlearn.cli", "run", "-c", str(config)],
+            [sys.executable, "-m", "streamlearn.cli", *verb, "-c", str(config)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -117,6 +119,7 @@ def metric(port: int, name: str) -> float | None:
 ACTIVE = r"fleet: active learner .* epoch (\d+)$"
 ACTIVE_PORT = r"(?<!standby )serving on http://[^ ]+:(\d+) \(POST"
 STANDBY_PORT = r"standby serving on http://[^ ]+:(\d+) "
+REPLICA_PORT = r"read-only replica serving \S+ on http://[^ ]+:(\d+) "
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -132,6 +135,7 @@ def main() -> int:
         "--lease-seconds", type=float, default=8.0, help="fleet.lease_seconds (default: the default)"
     )
     p.add_argument("--max-seconds", type=float, default=540.0, help="no new round after this")
+    p.add_argument("--checkpoint-rounds", type=int, default=9, help="interleaved local/s3 checkpoint rounds")
     p.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     args = p.parse_args()
     t_start = time.monotonic()
@@ -149,15 +153,7 @@ def main() -> int:
             os.environ.pop("AWS_PROFILE", None)
             boto3.client("s3").create_bucket(Bucket="fleet")
             result = run(args, broker.bootstrap_servers, Path(tmp), n, t_start)
-            state, _ = full_mer_state(str(Path(tmp) / "mer-local"))
-            local = measure(CheckpointStore(Path(tmp) / "mer-local"), state, 3)
-            s3 = measure(CheckpointStore("s3://fleet/mer"), state, 3)
-            result["checkpoint_mer"] = {
-                "local": local,
-                "s3_moto": s3,
-                "save_ratio": s3["save_s"] / local["save_s"],
-                "restore_ratio": s3["restore_s"] / local["restore_s"],
-            }
+            result["checkpoint_mer"] = checkpoint_ratios(Path(tmp), args.checkpoint_rounds)
         finally:
             moto.terminate()
             moto.wait(timeout=10)
@@ -166,6 +162,26 @@ def main() -> int:
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def checkpoint_ratios(tmp: Path, rounds: int) -> dict[str, Any]:
+    """Save/restore of the full default MER checkpoint, local vs s3 (moto), in interleaved rounds
+    (local, s3, local, s3, …): the medians, and the median of the per-round ratios."""
+    state, _ = full_mer_state(str(tmp / "mer-local"))
+    stores = {"local": CheckpointStore(tmp / "mer-local"), "s3_moto": CheckpointStore("s3://fleet/mer")}
+    times: dict[str, list[dict[str, float]]] = {k: [] for k in stores}
+    for _ in range(rounds):
+        for where, store in stores.items():
+            times[where].append(measure(store, state, 1))
+    out: dict[str, Any] = {
+        where: {k: statistics.median(t[k] for t in ts) for k in ("save_s", "restore_s")}
+        for where, ts in times.items()
+    }
+    for what in ("save", "restore"):
+        pairs = zip(times["s3_moto"], times["local"], strict=True)
+        out[f"{what}_ratio"] = statistics.median(s[f"{what}_s"] / loc[f"{what}_s"] for s, loc in pairs)
+    out["rounds"] = rounds
+    return out
 
 
 def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: float) -> dict[str, Any]:
@@ -202,16 +218,18 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
     standby = Member(config, "m1")
     standby.find(r"fleet: standby")
     standby_port = standby.port(STANDBY_PORT)
-    staleness: list[float] = []
+    replica = Member(config, "replica", ("serve", "--checkpoint-dir", "s3://fleet/model"))
+    staleness: dict[str, list[float]] = {"standby": [], "replica": []}
     stop_sampling = threading.Event()
-    ports = {"active": active_port, "standby": standby_port}
+    ports = {"active": active_port, "standby": standby_port, "replica": replica.port(REPLICA_PORT)}
 
     def sample() -> None:
         while not stop_sampling.wait(0.5):
             learner = metric(ports["active"], "streamlearn_model_version")
-            served = metric(ports["standby"], "streamlearn_serving_model_version")
-            if learner is not None and served is not None and served >= 0:
-                staleness.append(learner - served)
+            for who, behind in staleness.items():
+                served = metric(ports[who], "streamlearn_serving_model_version")
+                if learner is not None and served is not None and served >= 0:
+                    behind.append(learner - served)
 
     threading.Thread(target=sample, daemon=True).start()
     takeovers: list[float] = []
@@ -246,6 +264,8 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
     code = active.proc.wait(timeout=600)
     stop_sampling.set()
     standby.kill()
+    replica.proc.terminate()  # SIGTERM: the replica stops cleanly
+    replica.proc.wait(timeout=30)
     final = CheckpointStore("s3://fleet/model").latest()
     assert final is not None
     state = final[1]
@@ -283,10 +303,13 @@ def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: fl
         "final_offset": offset,
         "last_active_exit_code": code,
         "max_abs_delta_theta": delta,
-        "standby_staleness_versions": {
-            "p50": percentile(staleness, 0.5),
-            "p99": percentile(staleness, 0.99),
-            "samples": len(staleness),
+        **{
+            f"{who}_staleness_versions": {
+                "p50": percentile(xs, 0.5),
+                "p99": percentile(xs, 0.99),
+                "samples": len(xs),
+            }
+            for who, xs in staleness.items()
         },
     }
 
@@ -306,14 +329,18 @@ def report(r: dict[str, Any]) -> None:
         f"lost {r['lost']}, learned twice {r['learned_twice']}"
     )
     print(f"max |delta theta| vs the uninterrupted run: {r['max_abs_delta_theta']:.3g}")
-    s = r["standby_staleness_versions"]
-    print(f"standby staleness (model versions behind the active): p50 {s['p50']:.0f}, p99 {s['p99']:.0f}")
+    for who, what in (("replica", "`streamlearn serve` replica on s3://"), ("standby", "standby")):
+        s = r[f"{who}_staleness_versions"]
+        print(
+            f"{what} staleness (model versions behind the active): p50 {s['p50']:.0f}, "
+            f"p99 {s['p99']:.0f} ({s['samples']} samples)"
+        )
     c = r["checkpoint_mer"]
     for what in ("save", "restore"):
         here, there = 1000 * c["local"][f"{what}_s"], 1000 * c["s3_moto"][f"{what}_s"]
         print(
             f"MER checkpoint {what}: local {here:.1f} ms, s3 (moto) {there:.1f} ms, "
-            f"ratio {c[f'{what}_ratio']:.2f}x"
+            f"ratio {c[f'{what}_ratio']:.2f}x (median of {c['rounds']} interleaved rounds)"
         )
     ok = (
         t["p50"] is not None

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config
 from streamlearn.delivery import Checkpointer, Pending, reset_out_of_range, resume
-from streamlearn.fleet import join_fleet
+from streamlearn.fleet import run_member
 from streamlearn.guard.hooks import GuardHooks
 from streamlearn.ingest.broker import EmbeddedBroker
 from streamlearn.ingest.deadletter import DeadLetterSink
@@ -38,9 +38,9 @@ from streamlearn.ingest.decode import Decoder, Rejection
 from streamlearn.ingest.health import BrokerHealth
 from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, ensure_topics, offset_key
 from streamlearn.learners import Learner, UpdateStats
-from streamlearn.metrics import LearnerMetrics, counter_value, disable_created_series, render
+from streamlearn.metrics import LearnerMetrics, disable_created_series, render
 from streamlearn.model_state import ModelState
-from streamlearn.progress import report_progress
+from streamlearn.progress import model_summary, report_progress
 from streamlearn.runtime import Every, pin_threads
 from streamlearn.serving.live_meta import page_meta
 from streamlearn.serving.publisher import Publisher, ServingError
@@ -60,6 +60,7 @@ class Daemon:
         self.cfg = cfg
         self.on_progress = on_progress
         self._stop = threading.Event()
+        self.stop_requested = False
         self.registry = CollectorRegistry()
         #: the Prometheus metrics; the one place where events are counted
         self.prom = LearnerMetrics(self.registry)
@@ -67,9 +68,7 @@ class Daemon:
         # Read when the metrics are rendered, so it is exact whenever scraped, at no cost per update.
         self.prom.model_learned.set_function(lambda: self.learned)
         self.batch_size = cfg.learner.batch_size or self.learner.default_batch_size
-        self.decoder = Decoder(
-            cfg.model.n_inputs, self.model.labels, self.model.tasks, max_bytes=cfg.kafka.max_message_bytes
-        )
+        self.decoder = self._decoder()
         self.checkpointer = Checkpointer(
             CheckpointStore(cfg.checkpoint.dir, keep=cfg.checkpoint.keep), self.model, self.prom
         )
@@ -94,6 +93,7 @@ class Daemon:
     # -- lifecycle ----------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Graceful stop: finish the current update, checkpoint, commit, return."""
+        self.stop_requested = True
         self._stop.set()
 
     @property
@@ -114,9 +114,12 @@ class Daemon:
         # Also an entry point (tests, benchmarks and embedders run the daemon without the CLI).
         disable_created_series()
         pin_threads(self.cfg.runtime.threads)
-        fleet = join_fleet(self.cfg, self.registry, self.checkpointer, self._stop, self.request_stop)
-        if fleet is not None and not fleet.active:
-            return self.summary()  # fleet.enabled: stopped while a standby
+        if self.cfg.fleet.enabled:  # a standby until it holds the lease, again if deposed
+            return run_member(self.cfg, self.registry, self.checkpointer, self._stop, self)
+        return self.learn()
+
+    def learn(self) -> dict[str, Any]:
+        """Restore the newest checkpoint, serve, learn until stopped; the summary."""
         self._restored_offsets = self.checkpointer.restore(self.cfg.fingerprint())
         try:
             if self.cfg.serve.enabled:
@@ -126,8 +129,19 @@ class Daemon:
             if self.publisher is not None:
                 self.publisher.stop()
                 self.publisher = None
-            if fleet is not None:
-                fleet.leave()  # releases the lease; raises Deposed if another process took it over
+
+    def step_down(self) -> None:
+        """Deposed from a fleet: a fresh model and no positions (its successor's checkpoints hold
+        the truth); a later takeover restores the newest checkpoint into it."""
+        self.model = self.checkpointer.model = ModelState(self.cfg, self.prom)
+        self.decoder = self._decoder()
+        self.guard.guard, self.guard.checkpoint_owed = self.model.guard, False
+        self.next_offset, self.pending, self._first_learn = {}, Pending(), None
+        self._stop.clear()
+
+    def _decoder(self) -> Decoder:
+        m = self.model
+        return Decoder(self.cfg.model.n_inputs, m.labels, m.tasks, max_bytes=self.cfg.kafka.max_message_bytes)
 
     def _start_serving(self) -> None:
         self.publisher = Publisher(self.cfg, self.model.guard.served_model, self.learner.name)
@@ -157,7 +171,7 @@ class Daemon:
             sink = DeadLetterSink(self.cfg.kafka, self.bootstrap)
             self._sink = sink
             self.guard.connect(self.bootstrap, self.decoder)
-            self.next_offset = resume(source, self._restored_offsets)
+            self.next_offset = resume(source, self._restored_offsets, group_commit=not self.cfg.fleet.enabled)
             was = self._restored_offsets
             restored = {tp: o for tp, o in self.next_offset.items() if offset_key(tp) in was}
             try:
@@ -165,6 +179,8 @@ class Daemon:
             except OffsetOutOfRange as exc:
                 self._out_of_range(source, exc)
             self._source = source
+            if self.checkpointer.fence is not None:  # a fleet's new active: from now on its epoch wins
+                self._checkpoint(source, sink, reason="takeover")
             self.health = BrokerHealth(self.cfg.kafka, self.bootstrap).start()
             self.ready.set()
             if self.publisher is not None:
@@ -411,27 +427,12 @@ class Daemon:
     # -- reporting ----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Model-lifetime counts (learned, consumed, rejected) and this process's (checkpoints)."""
-        snap = self.model.prequential.snapshot()
         rate = 0.0
         if self._first_learn is not None:
             t0, n0 = self._first_learn
             rate = (self.learned - n0) / max(time.monotonic() - t0, 1e-9)
-        rejected = self.model.counts.rejected
-        return {
-            "examples_per_s": rate,
-            "learner": self.learner.name,
-            "learned": self.learned,
-            "consumed": self.consumed,
-            "rejected": sum(rejected.values()),
-            "rejected_by_reason": dict(rejected),
-            "prequential_accuracy": snap["accuracy"],
-            "rolling_accuracy": snap["rolling_accuracy"],
-            "kappa": snap["kappa"],
-            "drifts": snap["drifts"],
-            "checkpoints": int(counter_value(self.prom.checkpoints)),
-            "checkpoint_failures": int(counter_value(self.prom.checkpoint_failures)),
-            "offsets": {offset_key(tp): o for tp, o in self.safe_offsets().items()},
-        }
+        offsets = {offset_key(tp): o for tp, o in self.safe_offsets().items()}
+        return model_summary(self.model, self.prom, rate, offsets)
 
     def _report(self, source: KafkaSource, now: float) -> None:
         """Log progress and the rate since the last report; hand the same to ``on_progress``."""

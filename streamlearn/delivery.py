@@ -185,11 +185,17 @@ class Checkpointer:
         return offsets
 
 
-def resume(source: KafkaSource, restored: Mapping[str, int]) -> dict[TopicPartition, int]:
-    """Assign the partitions and seek each to its restored offset (else the group's commit, else
-    ``auto_offset_reset``); the next offset to read per partition."""
+def resume(
+    source: KafkaSource, restored: Mapping[str, int], *, group_commit: bool = True
+) -> dict[TopicPartition, int]:
+    """Assign the partitions and seek each to its restored offset (else the group's commit unless
+    ``group_commit`` is False, else ``auto_offset_reset``); the next offset to read per partition.
+
+    A fleet passes ``group_commit=False``: its committed offsets are for monitoring only, so a late
+    commit from a deposed active (paused between its leadership check and its commit) cannot move
+    where any learner resumes (``streamlearn.fleet``)."""
     parts = source.assign()
-    origin = source.seek(restored)
+    origin = source.seek(restored, group_commit=group_commit)
     positions = {}
     for tp in parts:
         positions[tp] = source.consumer.position(tp)

@@ -39,5 +39,5 @@ class BrokerError(StreamlearnError):
 
 
 class Deposed(StreamlearnError):
-    """Another process took the fleet's lease over: this one stopped learning without publishing
-    anything (``streamlearn.fleet``); a runtime failure, exit 1 (a supervisor restarts it as a standby)."""
+    """Unused since a deposed fleet active steps down to standby in place (``streamlearn.fleet.member``)
+    instead of exiting; ``cli.main`` still names it (remove both once that file's refactor is merged)."""

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from streamlearn.metrics import counter_value
+
+if TYPE_CHECKING:
+    from streamlearn.metrics import LearnerMetrics
+    from streamlearn.model_state import ModelState
 
 log = logging.getLogger("streamlearn.daemon")  # the daemon's line, under the daemon's logger
 
@@ -22,3 +28,26 @@ def report_progress(s: dict[str, Any], on_progress: Callable[[dict[str, Any]], N
     )
     if on_progress is not None:
         on_progress(s)
+
+
+def model_summary(
+    model: ModelState, prom: LearnerMetrics, rate: float, offsets: dict[str, int]
+) -> dict[str, Any]:
+    """Model-lifetime counts (learned, consumed, rejected) and this process's (checkpoints)."""
+    snap = model.prequential.snapshot()
+    rejected = model.counts.rejected
+    return {
+        "examples_per_s": rate,
+        "learner": model.learner.name,
+        "learned": model.learner.examples,
+        "consumed": model.counts.consumed,
+        "rejected": sum(rejected.values()),
+        "rejected_by_reason": dict(rejected),
+        "prequential_accuracy": snap["accuracy"],
+        "rolling_accuracy": snap["rolling_accuracy"],
+        "kappa": snap["kappa"],
+        "drifts": snap["drifts"],
+        "checkpoints": int(counter_value(prom.checkpoints)),
+        "checkpoint_failures": int(counter_value(prom.checkpoint_failures)),
+        "offsets": offsets,
+    }

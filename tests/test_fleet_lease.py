@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from prometheus_client import CollectorRegistry
 
 from streamlearn.checkpoint import CheckpointStore
+from streamlearn.config import load_config_dict
+from streamlearn.fleet import Fleet
 from streamlearn.fleet.lease import LocalLease, S3Lease
 from tests.test_checkpoint_s3 import s3, s3_endpoint  # noqa: F401 - fixtures
 
@@ -108,3 +112,46 @@ def test_a_single_learner_writes_the_newest_epoch_it_restored(tmp_path: Path) ->
     single.save(_state(200), 200)
     newest = CheckpointStore(tmp_path).latest_info()
     assert newest is not None and (newest.epoch, newest.examples) == (3, 200)
+
+
+def _roles(registry: CollectorRegistry) -> dict[str, float]:
+    return {
+        r: registry.get_sample_value("streamlearn_role", {"role": r}) or 0.0 for r in ("active", "standby")
+    }
+
+
+def test_a_deposed_fleet_member_is_a_standby_again_and_can_take_over_later(s3) -> None:  # noqa: F811
+    url = f"s3://{s3.bucket}/model"
+    cfg = load_config_dict(
+        {
+            "checkpoint": {"dir": url},
+            "fleet": {"enabled": True, "lease_seconds": 2},
+            "serve": {"enabled": False},
+        },
+        "test",
+    )
+    stop = threading.Event()
+    members = []
+    for name in ("a", "b"):
+        registry, deposed = CollectorRegistry(), threading.Event()
+        store = CheckpointStore(url)
+        fleet = Fleet(cfg, registry, store, on_deposed=deposed.set, lease=_lease(s3, name))
+        members.append((fleet, registry, deposed, store))
+    (a, a_reg, a_deposed, a_store), (b, b_reg, _, b_store) = members
+    assert a.wait_until_active(stop) and a.epoch == 1 and a_store.epoch == 1
+    assert _roles(a_reg) == {"active": 1.0, "standby": 0.0}
+    a._stop.set()  # its renewals stop, as in a paused process
+    assert a._thread is not None
+    a._thread.join(timeout=10)
+    assert b.wait_until_active(stop) and b.epoch == 2  # b takes over once a's lease is not renewed
+    assert b_store.epoch == 2 and _roles(b_reg) == {"active": 1.0, "standby": 0.0}
+    assert not a.may_commit(), "the old active's confirmation before a commit is refused"
+    assert a_deposed.is_set() and not a.may_publish()
+    assert _roles(a_reg) == {"active": 0.0, "standby": 1.0}
+    assert a.leave() is True, "deposed: nothing to release"
+    assert b.leave() is False  # a clean stop releases the lease ...
+    assert _roles(b_reg) == {"active": 0.0, "standby": 1.0}
+    assert a.wait_until_active(stop), "... and the former zombie, a standby again, takes over at once"
+    assert (a.epoch, a_store.epoch) == (3, 3)
+    assert _roles(a_reg) == {"active": 1.0, "standby": 0.0} and a.may_publish()
+    assert a.leave() is False

@@ -125,6 +125,12 @@ class CheckpointStore:
         #: location, so later saves need no listing (one S3 LIST less per checkpoint)
         self._kept: list[CheckpointInfo] | None = None
 
+    def new_writer(self, epoch: int) -> None:
+        """This process became the fleet's active learner at ``epoch``: name new checkpoints with it,
+        and list the location again before the next save (another learner wrote there meanwhile)."""
+        self.epoch = epoch
+        self._kept = None
+
     def list(self) -> list[CheckpointInfo]:
         """Complete checkpoints, oldest first: one directory read or one S3 LIST, no reads."""
         try:

@@ -8,13 +8,19 @@ checkpoint and resumes from its offsets — the daemon's ordinary start.
 
 Fencing. Acquiring yields a leadership *epoch*, one more than any before it and than any epoch in
 the checkpoint names; the active writes it into each checkpoint's name and the store orders
-checkpoints by epoch first, so nothing a deposed active writes can win over its successor's. On top:
+checkpoints by epoch first, so nothing a deposed active writes can win over its successor's. The
+new active writes a *takeover* checkpoint at its epoch before it learns anything (``Daemon._run``),
+so from then on even a checkpoint its predecessor had in flight when it was paused loses. On top:
 
 - a checkpoint is published only while the lease was confirmed less than ``SAFE_FRACTION`` of
   ``lease_seconds`` ago (a standby needs a full ``lease_seconds`` to take over);
-- offsets are committed only right after one more conditional renewal succeeded;
-- a renewal refused by the store (the lease was taken over) deposes the process for good: it stops
-  without its final checkpoint or commit, and ``Daemon.run`` raises :class:`Deposed`.
+- offsets are committed only right after one more conditional renewal succeeded — and in a fleet
+  the group's committed offsets are never read back (``delivery.resume(group_commit=False)``):
+  learners resume from the checkpoint's offsets only, so a commit that lands late (a process paused
+  between that renewal and its commit) changes nothing but what monitoring tools show;
+- a renewal refused by the store (the lease was taken over) deposes the process: it stops learning
+  without its final checkpoint or commit, drops its model and becomes a standby again
+  (``streamlearn.fleet.member``), able to take over later like any other.
 
 Renewals run in their own thread every fifth of ``lease_seconds``; a store that cannot be reached
 never stops learning (only checkpoints and commits wait), and a standby that cannot read the lease
@@ -36,8 +42,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from streamlearn.checkpoint import CheckpointStore
 from streamlearn.config import Config
-from streamlearn.delivery import Checkpointer
-from streamlearn.errors import Deposed, StreamlearnError
+from streamlearn.errors import StreamlearnError
 from streamlearn.fleet.lease import Lease, open_lease
 from streamlearn.logs import Throttled
 
@@ -99,7 +104,11 @@ class Fleet:
 
     # -- standby --------------------------------------------------------------------------------
     def wait_until_active(self, stop: threading.Event) -> bool:
-        """Serve as a standby until this process holds the lease (True) or ``stop`` is set (False)."""
+        """Serve as a standby until this process holds the lease (True) or ``stop`` is set (False).
+        Called again after being deposed: the process is a standby once more."""
+        self._stop.clear()
+        self.deposed.clear()
+        self._confirmed_at = None
         replica = self._start_standby_server()
         told = False
         try:
@@ -126,7 +135,7 @@ class Fleet:
             if replica is not None:
                 replica.stop()
         self.epoch = epoch
-        self.store.epoch = epoch
+        self.store.new_writer(epoch)
         self.active = True
         self._set_role("active")
         log.info("fleet: active learner %s, leadership epoch %d", self.holder, epoch)
@@ -192,8 +201,8 @@ class Fleet:
         self.active = False
         self._set_role("standby")
         log.error(
-            "fleet: deposed: %s took the lease over (this process had epoch %d); stepping down without "
-            "checkpointing or committing",
+            "fleet: deposed: %s took the lease over (this process had epoch %d); stepping down to "
+            "standby without checkpointing or committing",
             self.lease.holder_seen,
             self.epoch,
         )
@@ -210,36 +219,22 @@ class Fleet:
         """Confirm leadership once more (a conditional write) right before committing offsets."""
         return self.active and self._renew("confirmation before an offset commit") and self.may_publish()
 
-    def leave(self) -> None:
+    def leave(self) -> bool:
         """Stop renewing; release the lease on a clean stop (a standby takes over at once).
-        Raises :class:`Deposed` when the lease had been taken over."""
+        True when this process had been deposed (the lease is another's: nothing to release)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+            self._thread = None
         if self.deposed.is_set():
-            raise Deposed(f"another process took over leadership (this one had epoch {self.epoch})")
+            return True
         if self.active:
             with self._lock:
                 released = self.lease.release()
             self.active = False
+            self._set_role("standby")
             if released:
                 log.info("fleet: released the lease (epoch %d)", self.epoch)
             else:
                 log.warning("fleet: could not release the lease: a standby takes over when it expires")
-
-
-def join_fleet(
-    cfg: Config,
-    registry: CollectorRegistry,
-    checkpointer: Checkpointer,
-    stop: threading.Event,
-    on_deposed: Callable[[], None],
-) -> Fleet | None:
-    """``fleet.enabled``: a standby until this process holds the lease (or ``stop`` is set), then the
-    active, its checkpoints fenced. None without ``fleet.enabled`` (a single learner, as before)."""
-    if not cfg.fleet.enabled:
-        return None
-    fleet = Fleet(cfg, registry, checkpointer.store, on_deposed)
-    if fleet.wait_until_active(stop):
-        checkpointer.fence = fleet
-    return fleet
+        return False

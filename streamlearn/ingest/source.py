@@ -111,8 +111,9 @@ class KafkaSource:
         self.consumer.assign(self.partitions)
         return self.partitions
 
-    def seek(self, checkpointed: Mapping[str, int]) -> dict[str, str]:
-        """Start each partition at the checkpoint's offset, else the group's commit, else the reset policy."""
+    def seek(self, checkpointed: Mapping[str, int], *, group_commit: bool = True) -> dict[str, str]:
+        """Start each partition at the checkpoint's offset, else the group's commit (unless
+        ``group_commit`` is False: a fleet never reads it), else the reset policy."""
         origin = {}
         for tp in self.partitions:
             key = offset_key(tp)
@@ -120,7 +121,7 @@ class KafkaSource:
                 self.consumer.seek(tp, int(checkpointed[key]))
                 origin[key] = f"checkpoint offset {checkpointed[key]}"
                 continue
-            committed = self.consumer.committed(tp)
+            committed = self.consumer.committed(tp) if group_commit else None
             if committed is not None:
                 # The model that learned up to here is gone (no checkpoint); say so loudly.
                 log.warning(

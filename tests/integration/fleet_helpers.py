@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 import yaml
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from streamlearn.checkpoint import CheckpointStore
 from streamlearn.produce import produce, stream_messages
@@ -92,6 +94,18 @@ class PacedProducer:
         self.thread.join(timeout=300)
         assert not self.thread.is_alive()
         return self.sent
+
+
+def late_commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    """The offset commit a paused active may have had in flight: the same request its consumer sends
+    (``assign()``, no group generation, so the broker cannot refuse it), landing after the takeover."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.commit({tp: OffsetAndMetadata(offset, "", -1)})
+    finally:
+        c.close()
 
 
 def write_config(cfg: dict[str, Any], path: Path) -> Path:

@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import TopicPartition
 
 from streamlearn.checkpoint import CheckpointStore
+from streamlearn.config import load_config_dict
+from streamlearn.delivery import resume
+from streamlearn.ingest.source import KafkaSource
+from streamlearn.produce import produce, stream_messages
 from tests.integration.daemon_process import scrape, wait_for
 from tests.integration.fleet_helpers import (
     Member,
@@ -25,6 +30,7 @@ from tests.integration.fleet_helpers import (
     assert_same_model,
     copy,
     final_state,
+    late_commit,
     listed,
     write_config,
 )
@@ -132,7 +138,9 @@ def test_one_learns_the_other_serves_and_takes_over_after_kill_9(broker, topic, 
     check_end(cfg, broker, topic, reference_params(cfg, tmp_path))
 
 
-def test_a_paused_active_is_deposed_and_publishes_nothing_that_wins(broker, topic, tmp_path, bucket) -> None:
+def test_a_paused_active_is_deposed_steps_down_and_its_late_commit_changes_nothing(
+    broker, topic, tmp_path, bucket
+) -> None:
     cfg = fleet_config(broker, topic, tmp_path, bucket)
     config = write_config(cfg, tmp_path / "fleet.yaml")
     producer = PacedProducer(broker.bootstrap_servers, topic, N, RATE)
@@ -145,16 +153,32 @@ def test_a_paused_active_is_deposed_and_publishes_nothing_that_wins(broker, topi
         a.wait_for(r"checkpoint \(periodic\) ckpt-")
         a.proc.send_signal(signal.SIGSTOP)  # a zombie: alive, holding its sockets, not renewing
         i, _ = b.wait_for(r"fleet: active learner .* epoch 2$", timeout_s=60)
+        b.wait_for(r"checkpoint \(takeover\) ckpt-\d+-\d+-e2\.slc", start=i)  # epoch 2 wins from here
         b.wait_for(r"checkpoint \(periodic\) ckpt-\d+-\d+-e2\.slc", start=i)
+        # The commit the zombie may have had in flight (paused after its last lease check) lands now,
+        # as far ahead as the stream goes: resuming from it would skip examples. Nobody resumes from it.
+        late_commit(broker.bootstrap_servers, cfg["kafka"]["group_id"], topic, N)
         woke = len(a.lines)
         a.proc.send_signal(signal.SIGCONT)
-        assert a.proc.wait(timeout=60) == 1, "".join(a.lines[-30:])  # steps down: a runtime failure
-        assert a.has(r"fleet: deposed", start=woke)
-        assert a.has(r"stepping down|another process took over", start=woke)
+        a.wait_for(r"fleet: deposed", start=woke)
+        a.wait_for(r"fleet: stepped down to standby", start=woke)
+        port = int(a.wait_for(r"standby serving on http://[^ ]+:(\d+) ", start=woke)[1][1])
+        wait_for(lambda: ready(port)[0] == 200, 30, show=lambda: ready(port))
+        assert ready(port)[1] == {"ready": True, "role": "standby"}, "it serves, as a standby"
+        assert role(port) == {"standby": 1.0}
+        assert a.proc.poll() is None, "a deposed active keeps running"
         # A write already in flight when it was paused may land, but it commits nothing and loses.
         late = [ln for ln in a.lines[woke:] if re.search(r"checkpoint \(\w+\) ckpt-", ln)]
         assert all("-e1.slc" in ln and "not committed: leadership" in ln for ln in late), late
-        assert b.proc.wait(timeout=120) == 0, "".join(b.lines[-30:])
+        newest = CheckpointStore(cfg["checkpoint"]["dir"]).latest_info()
+        assert newest is not None and newest.epoch == 2
+        # kill -9 the new active (or it has finished): the old one takes over again, from epoch 2's
+        # newest checkpoint — not from the late commit — and learns to the end.
+        b.kill()
+        k, _ = a.wait_for(r"fleet: active learner .* epoch 3$", start=woke, timeout_s=60)
+        a.wait_for(r"restored ckpt-\d+-\d+-e2\.slc", start=k)
+        a.wait_for(r"consuming .* from checkpoint offset \d+", start=k)
+        assert a.proc.wait(timeout=120) == 0, "".join(a.lines[-30:])
     finally:
         if a.proc.poll() is None:
             a.proc.send_signal(signal.SIGCONT)
@@ -162,9 +186,23 @@ def test_a_paused_active_is_deposed_and_publishes_nothing_that_wins(broker, topi
         if b is not None:
             b.kill()
     assert producer.join() == N
-    newest = CheckpointStore(cfg["checkpoint"]["dir"]).latest_info()
-    assert newest is not None and newest.epoch == 2
     check_end(cfg, broker, topic, reference_params(cfg, tmp_path))
+
+
+def test_a_fleet_never_resumes_from_the_groups_committed_offset(broker, topic, tmp_path) -> None:
+    """What makes a late commit harmless: a fleet member resumes only from a checkpoint's offsets;
+    a partition the checkpoint lacks starts per ``auto_offset_reset``, never at the group's commit."""
+    cfg = load_config_dict(make_config(broker, topic, tmp_path), "test")
+    produce(stream_messages("rotated-mnist-10k", n_tasks=2), broker.bootstrap_servers, topic, limit=20)
+    late_commit(broker.bootstrap_servers, cfg.kafka.group_id, topic, 7)
+    tp = TopicPartition(topic, 0)
+    for group_commit, expected in ((True, 7), (False, 0)):
+        source = KafkaSource(cfg.kafka, broker.bootstrap_servers)
+        try:
+            assert resume(source, {}, group_commit=group_commit)[tp] == expected
+            assert resume(source, {f"{topic}:0": 12}, group_commit=group_commit)[tp] == 12
+        finally:
+            source.close()
 
 
 def test_a_store_outage_stops_checkpoints_and_commits_not_learning_nor_serving(
