@@ -21,7 +21,7 @@ from typing import Any
 from streamlearn import __version__, logs
 from streamlearn.bench_cli import add_bench
 from streamlearn.cli_flags import LEARNER_NAMES, STREAM_NAMES, add_config_args, config_overrides, env_flag
-from streamlearn.errors import BrokerError, Deposed, StreamlearnError
+from streamlearn.errors import BrokerError, StreamlearnError
 from streamlearn.guard.admin_cli import add_admin
 
 log = logging.getLogger("streamlearn")
@@ -272,8 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    except (BrokerError, Deposed) as exc:
-        # The embedded broker would not start, or another process took over: runtime failures.
+    except BrokerError as exc:
+        # The embedded broker would not start: a runtime failure.
         print(f"streamlearn: error: {exc}", file=sys.stderr)
         return 1
     except StreamlearnError as exc:

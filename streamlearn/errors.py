@@ -36,8 +36,3 @@ class CheckpointError(StreamlearnError):
 
 class BrokerError(StreamlearnError):
     """The embedded broker could not be found, started or reached."""
-
-
-class Deposed(StreamlearnError):
-    """Unused since a deposed fleet active steps down to standby in place (``streamlearn.fleet.member``)
-    instead of exiting; ``cli.main`` still names it (remove both once that file's refactor is merged)."""

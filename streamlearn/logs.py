@@ -105,7 +105,9 @@ class StatusLine:
         self._width = width
         self._text = ""
         # One lock for clear + write + redraw: a log record from another thread never lands mid-line.
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that logs (Ctrl-C's "received SIGINT") runs in the main thread,
+        # possibly while that thread is inside write_above; a plain Lock would deadlock it there.
+        self._lock = threading.RLock()
 
     def width(self) -> int:
         """Columns of the terminal; a longer status line would wrap, and the clear erases one row only."""

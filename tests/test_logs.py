@@ -81,3 +81,34 @@ def test_off_a_terminal_the_status_line_is_not_drawn() -> None:
     status.write_above("a log line")
     status.clear()
     assert out.getvalue() == "a log line\n"
+
+
+def test_a_signal_handler_that_logs_while_a_line_is_being_written_does_not_hang() -> None:
+    """Ctrl-C's handler logs "received SIGINT" in the main thread, which may be inside
+    write_above at that moment (it hung the demo's Ctrl-C test): the write must go through."""
+    import io
+    import threading
+
+    from streamlearn import logs
+
+    class Interrupting(io.StringIO):
+        """A stream whose first write runs a 'signal handler' that writes a log line too."""
+
+        def __init__(self, status_of: list[logs.StatusLine]) -> None:
+            super().__init__()
+            self.status_of, self.fired = status_of, False
+
+        def write(self, s: str) -> int:
+            if not self.fired:
+                self.fired = True
+                self.status_of[0].write_above("received SIGINT")
+            return super().write(s)
+
+    holder: list[logs.StatusLine] = []
+    out = Interrupting(holder)
+    holder.append(logs.StatusLine(out, tty=False))
+    writer = threading.Thread(target=holder[0].write_above, args=("learned 200",), daemon=True)
+    writer.start()
+    writer.join(timeout=10)
+    assert not writer.is_alive(), "write_above deadlocked on its own lock"
+    assert out.getvalue() == "received SIGINT\nlearned 200\n"
