@@ -136,7 +136,10 @@ class Pass:
         stats = learner.learn(xb, yb, task=t)
         if stats.undone is not None:
             out.dead_lettered += [(i, "non_finite_update") for i in range(start, end)]
-            if guard.undone(end - start).action == "rollback" and self.quarantine.roll_back(guard, "stalled") is not None:
+            if (
+                guard.undone(end - start).action == "rollback"
+                and self.quarantine.roll_back(guard, "stalled") is not None
+            ):
                 out.rollbacks += 1
         else:
             sources = [("examples", 0, i, b"") for i in range(start, end)]
@@ -225,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     p.add_argument("--learner", default="mer")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tasks", type=int, default=11, help="tasks of rotated-mnist-10k (1,000 examples each) for (a)")
+    p.add_argument(
+        "--tasks", type=int, default=11, help="tasks of rotated-mnist-10k (1,000 examples each) for (a)"
+    )
     p.add_argument("--bug-start", type=int, default=8500, help="(a): the middle of task 8")
     p.add_argument("--bug-len", type=int, default=1500)
     p.add_argument("--after", type=int, default=1000, help="examples after the bug to recover in")
@@ -238,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rollback-after", type=int, default=25)
     p.add_argument("--margin", type=float, default=0.02)
     p.add_argument("--golden-margin", type=float, default=0.03)
-    p.add_argument("--cost-examples", type=int, default=3000, help="examples learned by each side for the cost")
+    p.add_argument(
+        "--cost-examples", type=int, default=3000, help="examples learned by each side for the cost"
+    )
     p.add_argument("--cost-round", type=int, default=100, help="examples per interleaved cost round")
     args = p.parse_args(argv)
     pin_threads(1)  # torch and BLAS: more threads only slow these tiny products (DESIGN.md §9)

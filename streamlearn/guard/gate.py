@@ -31,9 +31,9 @@ the examples themselves cancels:
   corrupted labels the golden set also carries, nor a bug too small to move the champion's
   accuracy beyond the margin.
 
-The paired and golden signals object only when the challenger is worse by more than its margin *and* the difference
-is significant: of the examples the two models disagree on, the champion is right on ``b`` and
-the challenger on ``c``; worse means ``(b - c) / n > margin`` and ``b - c > Z·sqrt(b + c)``
+The paired and golden signals object only when the challenger is worse by more than its margin
+*and* the difference is significant: of the examples the two models disagree on, the champion is
+right on ``b`` and the challenger on ``c``; worse means ``(b - c) / n > margin`` and ``b - c > Z·sqrt(b + c)``
 (McNemar's test, normal approximation, Z = 2: about 2% false alarms per candidate for two equal
 models). The labels signal compares two accuracies of the champion (stream and golden, two
 independent samples): it objects when the difference passes ``golden_margin`` and ``Z_LABELS``

@@ -62,6 +62,9 @@ class Guardrails:
         #: an operator rollback to a checkpoint whose unlearned examples are not yet quarantined:
         #: ``topic:partition`` -> [start, end) offsets (checkpointed: a restart sends them)
         self.rewind: dict[str, list[int]] = {}
+        #: +1 at every rollback that unlearns examples: a checkpoint of an earlier lineage holds a
+        #: model that learned examples now in quarantine, so an operator may not roll back to it
+        self.lineage = 0
         self.promotions = 0
         self.rollbacks = 0
         self.champion: Learner | None = None
@@ -145,7 +148,12 @@ class Guardrails:
             "learner": self.learner.state_dict(),
             "metrics": self.prequential.state_dict(),
         }
-        self.champion.load_state_dict(self._champion_state["learner"])
+        # the champion learner only predicts: its weights suffice (the full state, replay buffer
+        # included, is in _champion_state for a rollback); copied in place, as load_state_dict does
+        with torch.no_grad():
+            own = self.champion.model.state_dict()
+            for k, v in self._champion_state["learner"]["model"].items():
+                own[k].copy_(v)
         self._golden_cache = {}
         self.champion_version = self.learner.updates
         self.journal = []
@@ -160,6 +168,7 @@ class Guardrails:
         if self.champion is None:
             return 0
         n = self.learner.examples - self._champion_state["learner"]["examples"]
+        self.lineage += bool(self.journal)
         self.learner.load_state_dict(self._champion_state["learner"])
         self.prequential.load_state_dict(self._champion_state["metrics"])
         self.journal = []
@@ -169,6 +178,7 @@ class Guardrails:
 
     def adopt(self, learner_state: dict[str, Any], metrics_state: dict[str, Any]) -> None:
         """The operator rolled the learner back to a checkpoint: it becomes learner and champion."""
+        self.lineage += 1
         self.learner.load_state_dict(learner_state)
         self.prequential.load_state_dict(metrics_state)
         if self.champion is not None:
@@ -178,9 +188,10 @@ class Guardrails:
     # -- checkpoint ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         if self.champion is None:
-            return {"rewind": dict(self.rewind)} if self.rewind else {}
+            return {"rewind": dict(self.rewind), "lineage": self.lineage} if self.lineage else {}
         return {
             "rewind": dict(self.rewind),
+            "lineage": self.lineage,
             "champion": self._champion_state,
             "champion_version": self.champion_version,
             "journal": [list(s) for s in self.journal],
@@ -193,6 +204,7 @@ class Guardrails:
         off, or before it existed — the restored learner becomes the champion)."""
         self.paused = bool(state.get("paused", False))
         self.rewind = {str(k): [int(v[0]), int(v[1])] for k, v in state.get("rewind", {}).items()}
+        self.lineage = int(state.get("lineage", 0))
         if self.champion is None:
             return
         if "champion" not in state:

@@ -182,6 +182,13 @@ class GuardHooks:
         except CheckpointError as exc:
             log.error("operator rollback: %s", exc)
             return False
+        if int(state.get("guard", {}).get("lineage", 0)) != self.guard.lineage:
+            log.error(
+                "operator rollback: %s was written before a later rollback; its model learned examples "
+                "that are now in quarantine (roll back to a checkpoint written since)",
+                name,
+            )
+            return False
         self.guard.adopt(state["learner"], state["metrics"]["state"])
         self.guard.rewind = unlearned_ranges(state["offsets"], consumed)
         self.prom.rollbacks.inc()
@@ -203,7 +210,9 @@ class GuardHooks:
         self.guard.rewind = {}
         self.prom.quarantined.inc(n)
         self.checkpoint_owed = True
-        log.warning("%s: %d examples it unlearned quarantined to %s", detail, n, self.cfg.guard.quarantine_topic)
+        log.warning(
+            "%s: %d examples it unlearned quarantined to %s", detail, n, self.cfg.guard.quarantine_topic
+        )
         return True
 
     # -- reporting ----------------------------------------------------------------------------

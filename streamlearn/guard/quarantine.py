@@ -45,7 +45,9 @@ class Quarantine:
         """Quarantine ``messages`` (topic, partition, offset, value) and wait for the topic to
         acknowledge them (raises if it does not); returns how many."""
         for topic, partition, offset, raw in messages:
-            self.sink.send(raw, reason=ROLLED_BACK, detail=detail, topic=topic, partition=partition, offset=offset)
+            self.sink.send(
+                raw, reason=ROLLED_BACK, detail=detail, topic=topic, partition=partition, offset=offset
+            )
         self.sink.flush()
         return len(messages)
 

@@ -3,13 +3,15 @@
 The learner takes the checkpoint's state, so it forgets every example it learned since. Those are
 no longer in any journal (the champions since were promoted), but they are still in the source
 topics: every message from the checkpoint's offsets up to what the daemon has consumed is read
-back and copied, unchanged with its source headers, to ``guard.quarantine_topic``, the rollback's intent is in the checkpoint: the learner takes the checkpoint's state and
-the daemon checkpoints it with the ranges still to quarantine (``Guardrails.rewind``), then sends
-them and clears the ranges. A kill -9 before that checkpoint leaves the state before (nothing
-quarantined, nothing unlearned; the operator asks again); after it, the restart sends the ranges
-(again: duplicates, never a loss). Some of them may also have been
-dead-lettered or quarantined before (a copy in two topics, never none): an example is either
-learned (counted in the checkpoint's learner), or in one of those topics.
+back and copied, unchanged with its source headers, to ``guard.quarantine_topic``. The intent
+goes first into a checkpoint: the learner takes the checkpoint's state and the daemon checkpoints
+it with the ranges still to quarantine (``Guardrails.rewind``), then sends them and clears the
+ranges. A kill -9 before that checkpoint leaves the state before (nothing quarantined, nothing
+unlearned; the operator asks again); after it, the restart sends the ranges (again: duplicates,
+never a loss). Some of them may also have been dead-lettered or quarantined before (a copy in two
+topics, never none): an example is either learned (counted in the checkpoint's learner), or in one
+of those topics. A checkpoint written before a later rollback (an earlier ``Guardrails.lineage``)
+is refused: its model learned examples that are in quarantine now.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from streamlearn.ingest.kafka_options import client_options
 Message = tuple[str, int, int, bytes | None]
 
 
-def unlearned_ranges(checkpoint_offsets: dict[str, int], consumed: dict[TopicPartition, int]) -> dict[str, list[int]]:
+def unlearned_ranges(
+    checkpoint_offsets: dict[str, int], consumed: dict[TopicPartition, int]
+) -> dict[str, list[int]]:
     """Per ``topic:partition``, [the checkpoint's next offset, the daemon's next offset), where not
     empty (the form the checkpoint keeps while they are not yet quarantined).
 
@@ -57,7 +61,9 @@ def read_ranges(
     for key, (start, end) in spans.items():
         topic, _, partition = key.rpartition(":")
         ranges[TopicPartition(topic, int(partition))] = (start, end)
-    consumer = KafkaConsumer(**client_options(cfg, bootstrap_servers), enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(
+        **client_options(cfg, bootstrap_servers), enable_auto_commit=False, group_id=None
+    )
     try:
         consumer.assign(list(ranges))
         for tp, (start, _) in ranges.items():
@@ -66,7 +72,9 @@ def read_ranges(
         deadline = time.monotonic() + timeout_s
         while left:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"quarantine read-back: {sorted(map(str, left))} not read within {timeout_s:.0f} s")
+                raise TimeoutError(
+                    f"quarantine read-back: {sorted(map(str, left))} not read within {timeout_s:.0f} s"
+                )
             for tp, records in consumer.poll(timeout_ms=500).items():
                 end = ranges[tp][1]
                 for rec in records:
