@@ -107,7 +107,7 @@ def test_kill_9_around_operator_rollbacks_to_named_checkpoints(broker, topic, tm
     """An operator rollback to a named checkpoint unlearns what came after it: those examples are
     read back from the source topic into quarantine, the intent checkpointed first; kill -9s at
     random moments after it begins never lose one nor leave one both learned and quarantined."""
-    stream = _messages(clean=1200, bad=0)
+    stream = _messages(clean=900, bad=0)
     n = 0
     cfg = _gate_config(broker, topic, tmp_path, promote_every=50, rollback_after=50)
     cfg["checkpoint"].update(every_examples=40, every_seconds=1, keep=100)
@@ -126,7 +126,7 @@ def test_kill_9_around_operator_rollbacks_to_named_checkpoints(broker, topic, tm
         return len(found) >= 2 and sum(found[-1][1]["offsets"].values()) == n
 
     rng = random.Random(7)
-    for _ in range(3):
+    for _ in range(2):
         produce(stream[n : n + 300], broker.bootstrap_servers, topic, progress=None)
         n += 300
         proc = _start(config)
