@@ -352,7 +352,8 @@ class Daemon:
         if not requested or self.publisher is None:
             return False
         action, arg = self.publisher.requested_action()  # checkpoint, or an operator control
-        ok = self.guard.operate(action, arg, lambda why: self._checkpoint(source, sink, reason=why))
+        checkpoint = lambda why: self._checkpoint(source, sink, reason=why)  # noqa: E731
+        ok = self.guard.operate(action, arg, checkpoint, dict(self.next_offset))
         self.publisher.answer_checkpoint(requested, ok)
         return True
 

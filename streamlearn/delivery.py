@@ -130,7 +130,9 @@ class Checkpointer:
             log.error("checkpoint (%s) skipped: leadership not confirmed (fleet lease)", reason)
             return False
         try:
-            path = self.store.save(self.model.state_dict(_keyed(offsets)), learned)
+            # named by the messages read, not learned: a rollback lowers the learned count, and its
+            # checkpoint must still be the newest (latest, kept) one
+            path = self.store.save(self.model.state_dict(_keyed(offsets)), self.model.counts.consumed)
         except CheckpointError as exc:
             self.prom.checkpoint_failures.inc()
             log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)

@@ -383,7 +383,8 @@ class GuardMetrics:
         r = registry
         self.held = Gauge(
             "streamlearn_serving_held",
-            "1 while the promotion gate holds the served model back, by reason (paired, golden, stalled).",
+            "1 while the promotion gate holds the served model back, by reason "
+            "(labels, paired, golden, stalled).",
             ["reason"],
             registry=r,
         )

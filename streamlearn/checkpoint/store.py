@@ -2,7 +2,9 @@
 
 One checkpoint is one file or object named ``ckpt-<examples>-<seq>.slc``, or
 ``ckpt-<examples>-<seq>-e<epoch>.slc`` when written by the active learner of a fleet at leadership
-epoch ``epoch`` (see ``streamlearn.fleet``; no suffix means epoch 0). Checkpoints are ordered by
+epoch ``epoch`` (see ``streamlearn.fleet``; no suffix means epoch 0); the daemon's ``examples``
+is the messages the model has read, which never decreases (a rollback lowers the learned count).
+Checkpoints are ordered by
 (epoch, examples, seq): a checkpoint of a deposed leader (lower epoch) never wins over one of its
 successor, whatever it learned since. Whichever
 the storage — a local directory or an ``s3://bucket/prefix`` — the store guarantees:

@@ -16,13 +16,30 @@ the examples themselves cancels:
   damage visible on the golden examples. It is scored on the golden examples of the task being
   learned when it has some (a model adapting to a new task must not be held for what it forgets of
   an old one), so it cannot catch a bug in a task it holds no examples of, nor a bug the golden
-  set itself carries.
+  set itself carries. It is *slow* against a label bug: a replaying learner (MER) is made worse
+  on the golden examples only after a hundred or more bad examples, by which time candidates
+  carrying some of them would have been promoted.
+- **labels** (stream against golden set): the champion's accuracy on the examples arriving since
+  the last promotion may be at most ``golden_margin`` below its accuracy on the golden examples of
+  the same task. The champion is fixed and has learned neither, so both are held-out accuracies of
+  one model on one distribution — unless the stream's labels (or features) are not what the
+  golden set says they should be. It catches a producer bug in the first candidate that holds it,
+  before any challenger has been promoted on it, which is what makes the quarantine precise. It
+  is used only for a task the golden set holds examples of (a batch with a task id the set
+  knows): without one, a genuine drift would look the same (the champion does worse on the new
+  stream than on old golden examples), and holding it would stop adaptation. It cannot catch
+  corrupted labels the golden set also carries, nor a bug too small to move the champion's
+  accuracy beyond the margin.
 
-A signal objects only when the challenger is worse by more than its margin *and* the difference
-is significant: of the examples the two models disagree on, the champion is right on ``b`` and
-the challenger on ``c``; worse means ``(b - c) / n > margin`` and ``b - c > Z·sqrt(b + c)``
+The paired and golden signals object only when the challenger is worse by more than its margin
+*and* the difference is significant: of the examples the two models disagree on, the champion is
+right on ``b`` and the challenger on ``c``; worse means ``(b - c) / n > margin`` and ``b - c > Z·sqrt(b + c)``
 (McNemar's test, normal approximation, Z = 2: about 2% false alarms per candidate for two equal
-models). An online learner's accuracy moves by a few points from one step to the next; without
+models). The labels signal compares two accuracies of the champion (stream and golden, two
+independent samples): it objects when the difference passes ``golden_margin`` and ``Z_LABELS``
+standard errors (pooled two-proportion test); Z = 3 there, as it is judged on every candidate of
+a healthy stream too, where each false alarm would quarantine ``promote_every`` good examples.
+An online learner's accuracy moves by a few points from one step to the next; without
 the test those moves hold (and roll back) good data, with it a systematic disagreement — a label
 bug, a broken update — still shows within a few dozen examples.
 
@@ -53,9 +70,11 @@ from typing import Any, NamedTuple
 
 #: McNemar's threshold, in standard deviations of the discordant-pair difference
 Z = 2.0
+#: the labels signal's threshold (two-proportion test): stricter, see the module docstring
+Z_LABELS = 3.0
 
 #: why the gate holds (the ``reason`` label of ``streamlearn_serving_held``)
-REASONS = ("paired", "golden", "stalled")
+REASONS = ("labels", "paired", "golden", "stalled")
 
 
 class Verdict(NamedTuple):
@@ -73,6 +92,20 @@ def worse(champion_only: int, challenger_only: int, n: int, margin: float) -> bo
     """
     diff = champion_only - challenger_only
     return n > 0 and diff / n > margin and diff > Z * (champion_only + challenger_only) ** 0.5
+
+
+def disagrees(stream_right: int, n: int, golden_right: int, m: int, margin: float) -> bool:
+    """Is one model's accuracy on ``n`` stream examples lower than on ``m`` golden ones by more than
+    ``margin``, significantly (``Z_LABELS`` standard errors of the pooled two-proportion test)?
+
+    >>> disagrees(1, 25, 240, 300, 0.03), disagrees(19, 25, 240, 300, 0.03), disagrees(5, 5, 0, 0, 0.0)
+    (True, False, False)
+    """
+    if n == 0 or m == 0:
+        return False
+    diff = golden_right / m - stream_right / n
+    p = (stream_right + golden_right) / (n + m)
+    return diff > margin and diff > Z_LABELS * (p * (1 - p) * (1 / n + 1 / m)) ** 0.5
 
 
 class PromotionGate:
@@ -126,10 +159,15 @@ class PromotionGate:
         return self.challenger_correct / self.n, self.champion_correct / self.n
 
     def verdict(
-        self, golden: tuple[Sequence[bool], Sequence[bool]] | None = None, task: int | None = None
+        self,
+        golden: tuple[Sequence[bool], Sequence[bool]] | None = None,
+        task: int | None = None,
+        *,
+        task_matched: bool = False,
     ) -> Verdict:
         """Judge the challenger now if a candidate is due; ``golden`` = whether the challenger and
-        the champion got each golden example (of ``task``) right (None: no golden set)."""
+        the champion got each golden example (of ``task``) right (None: no golden set);
+        ``task_matched``: the golden set holds examples of ``task`` (the labels signal applies)."""
         if not self.candidate_due:
             return Verdict("wait", self.reason)
         self.next_candidate = self.n + self.promote_every
@@ -139,6 +177,8 @@ class PromotionGate:
         if golden is not None:
             mine, theirs = [bool(v) for v in golden[0]], [bool(v) for v in golden[1]]
             n = len(mine)
+            if task_matched and disagrees(self.champion_correct, self.n, sum(theirs), n, self.golden_margin):
+                reason = "labels"
             # the reference: the best champion of this task so far, not the last one (see the
             # module docstring: a slow bug must not ratchet the bar down one promotion at a time)
             ref = self.golden_best.get(key)
@@ -147,7 +187,7 @@ class PromotionGate:
             self.golden = (sum(mine) / max(n, 1), sum(ref) / max(n, 1))
             champion_only = sum(b and not a for a, b in zip(mine, ref, strict=True))
             challenger_only = sum(a and not b for a, b in zip(mine, ref, strict=True))
-            if worse(champion_only, challenger_only, n, self.golden_margin):
+            if not reason and worse(champion_only, challenger_only, n, self.golden_margin):
                 reason = "golden"
         if not reason and worse(self.champion_only, self.challenger_only, self.n, self.margin):
             reason = "paired"

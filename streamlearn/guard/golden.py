@@ -26,9 +26,11 @@ class GoldenSet:
         self.x = x
         self.y = y
         self.task = np.asarray(task)
-        self._by_task = {
-            int(t): torch.from_numpy(np.flatnonzero(self.task == t)) for t in np.unique(self.task)
-        }
+        # each task's examples gathered once: a candidate is scored every promote_every examples
+        self._by_task: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for t in np.unique(self.task):
+            idx = torch.from_numpy(np.flatnonzero(self.task == t))
+            self._by_task[int(t)] = (x[idx].contiguous(), y[idx])
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -57,9 +59,12 @@ class GoldenSet:
             raise ConfigError(f"guard.golden: cannot read {path}: {exc.strerror or exc}") from None
         return cls.from_messages((ln for ln in lines if ln.strip()), decoder, source=str(path))
 
+    def has_task(self, task: int | None) -> bool:
+        """Does the set hold examples of ``task`` (None: a stream without task ids — no)?"""
+        return task is not None and task in self._by_task
+
     def correct(self, learner: Learner, task: int | None = None) -> list[bool]:
         """Whether ``learner`` predicts each golden example of ``task`` right (all examples when
         the set holds none of that task)."""
-        idx = self._by_task.get(task) if task is not None else None
-        x, y = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
+        x, y = self._by_task.get(task, (self.x, self.y)) if task is not None else (self.x, self.y)
         return (learner.predict_proba(x).argmax(dim=1) == y).tolist()

@@ -59,10 +59,18 @@ class Guardrails:
         self.journal: list[Source] = []
         #: learning paused by an operator (POST /v2/admin/pause): the daemon stops consuming
         self.paused = False
+        #: an operator rollback to a checkpoint whose unlearned examples are not yet quarantined:
+        #: ``topic:partition`` -> [start, end) offsets (checkpointed: a restart sends them)
+        self.rewind: dict[str, list[int]] = {}
+        #: +1 at every rollback that unlearns examples: a checkpoint of an earlier lineage holds a
+        #: model that learned examples now in quarantine, so an operator may not roll back to it
+        self.lineage = 0
         self.promotions = 0
         self.rollbacks = 0
         self.champion: Learner | None = None
         self._champion_state: dict[str, Any] = {}
+        #: the champion's golden scores per task (cleared when the champion changes)
+        self._golden_cache: dict[int | None, list[bool]] = {}
         self.champion_version = learner.updates
         if self.enabled:
             self.champion = make_learner()
@@ -109,13 +117,23 @@ class Guardrails:
         if not self.gate.candidate_due:
             return Verdict("wait", self.gate.reason)
         golden = None
+        matched = False
         if self.golden is not None:
-            assert self.champion is not None
-            golden = (self.golden.correct(self.learner, task), self.golden.correct(self.champion, task))
-        verdict = self.gate.verdict(golden, task)
+            golden = (self.golden.correct(self.learner, task), self._champion_golden(task))
+            matched = self.golden.has_task(task)
+        verdict = self.gate.verdict(golden, task, task_matched=matched)
         if verdict.action == "promote":
             self.promote(reason="gate")
+            if golden is not None:  # the new champion is this challenger: its scores are known
+                self._golden_cache[task] = golden[0]
         return verdict
+
+    def _champion_golden(self, task: int | None) -> list[bool]:
+        """The champion's golden scores, computed once per champion and task (it does not learn)."""
+        assert self.champion is not None and self.golden is not None
+        if task not in self._golden_cache:
+            self._golden_cache[task] = self.golden.correct(self.champion, task)
+        return self._golden_cache[task]
 
     def undone(self, n: int) -> Verdict:
         """The non-finite guard undid an update of ``n`` examples (dead-lettered, not journaled)."""
@@ -130,7 +148,13 @@ class Guardrails:
             "learner": self.learner.state_dict(),
             "metrics": self.prequential.state_dict(),
         }
-        self.champion.load_state_dict(self._champion_state["learner"])
+        # the champion learner only predicts: its weights suffice (the full state, replay buffer
+        # included, is in _champion_state for a rollback); copied in place, as load_state_dict does
+        with torch.no_grad():
+            own = self.champion.model.state_dict()
+            for k, v in self._champion_state["learner"]["model"].items():
+                own[k].copy_(v)
+        self._golden_cache = {}
         self.champion_version = self.learner.updates
         self.journal = []
         self.gate.reset()
@@ -144,6 +168,7 @@ class Guardrails:
         if self.champion is None:
             return 0
         n = self.learner.examples - self._champion_state["learner"]["examples"]
+        self.lineage += bool(self.journal)
         self.learner.load_state_dict(self._champion_state["learner"])
         self.prequential.load_state_dict(self._champion_state["metrics"])
         self.journal = []
@@ -153,6 +178,7 @@ class Guardrails:
 
     def adopt(self, learner_state: dict[str, Any], metrics_state: dict[str, Any]) -> None:
         """The operator rolled the learner back to a checkpoint: it becomes learner and champion."""
+        self.lineage += 1
         self.learner.load_state_dict(learner_state)
         self.prequential.load_state_dict(metrics_state)
         if self.champion is not None:
@@ -162,8 +188,10 @@ class Guardrails:
     # -- checkpoint ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         if self.champion is None:
-            return {}
+            return {"rewind": dict(self.rewind), "lineage": self.lineage} if self.lineage else {}
         return {
+            "rewind": dict(self.rewind),
+            "lineage": self.lineage,
             "champion": self._champion_state,
             "champion_version": self.champion_version,
             "journal": [list(s) for s in self.journal],
@@ -175,13 +203,16 @@ class Guardrails:
         """Restore the champion and journal (an empty ``state``: a checkpoint written with the gate
         off, or before it existed — the restored learner becomes the champion)."""
         self.paused = bool(state.get("paused", False))
+        self.rewind = {str(k): [int(v[0]), int(v[1])] for k, v in state.get("rewind", {}).items()}
+        self.lineage = int(state.get("lineage", 0))
         if self.champion is None:
             return
-        if not state:
+        if "champion" not in state:
             self.promote(reason="restore")
             return
         self._champion_state = state["champion"]
         self.champion.load_state_dict(self._champion_state["learner"])
+        self._golden_cache = {}
         self.champion_version = int(state["champion_version"])
         self.journal = [(str(t), int(p), int(o), bytes(raw)) for t, p, o, raw in state["journal"]]
         self.gate.load_state_dict(state["gate"])

@@ -28,6 +28,7 @@ from streamlearn.guard.golden import GoldenSet
 from streamlearn.guard.guardrails import Guardrails
 from streamlearn.guard.operator import checkpoint_name
 from streamlearn.guard.quarantine import Quarantine
+from streamlearn.guard.rewind import read_ranges, unlearned_ranges
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder
 from streamlearn.logs import Throttled
@@ -48,6 +49,7 @@ class GuardHooks:
         self._sink: DeadLetterSink | None = None
         #: a rollback happened: checkpoint before anything else
         self.checkpoint_owed = False
+        self._bootstrap = ""
         # At most a line a minute, with a count: a poisoning burst would write one per message.
         self._undone_log = Throttled(log, every_s=60.0)
 
@@ -56,13 +58,14 @@ class GuardHooks:
         return self.guard.paused
 
     def connect(self, bootstrap: str, decoder: Decoder) -> None:
-        """Open the quarantine topic's producer and load the golden set (gate on only)."""
+        """Open the quarantine topic's producer and load the golden set (gate on only; with it off
+        the producer opens at an operator rollback to a checkpoint, the one use it has then)."""
+        self._bootstrap = bootstrap
+        self.send_rewind()  # an operator rollback checkpointed before its quarantine was sent
         if not self.guard.enabled:
             return
         g = self.cfg.guard
-        kafka = dataclasses.replace(self.cfg.kafka, dead_letter_topic=g.quarantine_topic)
-        self._sink = DeadLetterSink(kafka, bootstrap)
-        self.quarantine = Quarantine(self._sink)
+        self._open_quarantine()
         if g.golden is not None and self.guard.golden is None:
             if g.golden.startswith("topic:"):
                 from streamlearn.produce import topic_messages
@@ -72,6 +75,13 @@ class GuardHooks:
             else:
                 self.guard.golden = GoldenSet.from_file(g.golden, decoder)
             log.info("golden set: %d examples from %s", len(self.guard.golden), g.golden)
+
+    def _open_quarantine(self) -> Quarantine:
+        if self.quarantine is None:
+            kafka = dataclasses.replace(self.cfg.kafka, dead_letter_topic=self.cfg.guard.quarantine_topic)
+            self._sink = DeadLetterSink(kafka, self._bootstrap)
+            self.quarantine = Quarantine(self._sink)
+        return self.quarantine
 
     def close(self) -> None:
         if self._sink is not None:
@@ -126,9 +136,16 @@ class GuardHooks:
         return True
 
     # -- operator -----------------------------------------------------------------------------
-    def operate(self, action: str, arg: int, checkpoint: Callable[[str], bool]) -> bool:
+    def operate(
+        self,
+        action: str,
+        arg: int,
+        checkpoint: Callable[[str], bool],
+        consumed: dict[TopicPartition, int] | None = None,
+    ) -> bool:
         """Carry out ``POST /v2/admin/<action>``: ``checkpoint`` or an operator control; True when
-        done (and checkpointed where it changes the model)."""
+        done (and checkpointed where it changes the model). ``consumed``: the daemon's next offset
+        per partition (what a rollback to a checkpoint unlearns ends there)."""
         if action == "checkpoint":
             return checkpoint("requested")
         log.warning("operator: %s%s", action, f" {checkpoint_name(arg)}" if arg else "")
@@ -148,10 +165,14 @@ class GuardHooks:
                 return False
             return self.roll_back("operator rollback") and checkpoint("operator rollback")
         if action == "rollback":
-            return self._roll_back_to(checkpoint_name(arg), checkpoint)
+            return self._roll_back_to(checkpoint_name(arg), checkpoint, consumed or {})
         return False
 
-    def _roll_back_to(self, name: str, checkpoint: Callable[[str], bool]) -> bool:
+    def _roll_back_to(
+        self, name: str, checkpoint: Callable[[str], bool], consumed: dict[TopicPartition, int]
+    ) -> bool:
+        """Adopt checkpoint ``name``; what the learner learned since goes to quarantine first
+        (``guard/rewind.py``), acknowledged, then the rollback is checkpointed."""
         found = [info for info in self.store.list() if info.path.name == name]
         if not found:
             log.error("operator rollback: no checkpoint %s in %s", name, self.store.dir)
@@ -161,9 +182,38 @@ class GuardHooks:
         except CheckpointError as exc:
             log.error("operator rollback: %s", exc)
             return False
+        if int(state.get("guard", {}).get("lineage", 0)) != self.guard.lineage:
+            log.error(
+                "operator rollback: %s was written before a later rollback; its model learned examples "
+                "that are now in quarantine (roll back to a checkpoint written since)",
+                name,
+            )
+            return False
         self.guard.adopt(state["learner"], state["metrics"]["state"])
+        self.guard.rewind = unlearned_ranges(state["offsets"], consumed)
         self.prom.rollbacks.inc()
-        return checkpoint("operator rollback")
+        if not checkpoint("operator rollback"):  # the intent is not durable: quarantine anyway
+            log.error("operator rollback to %s: not checkpointed", name)
+        return self.send_rewind(f"operator rollback to {name}")
+
+    def send_rewind(self, detail: str = "operator rollback to a checkpoint") -> bool:
+        """Quarantine what an operator rollback unlearned (:attr:`Guardrails.rewind`); True when
+        acknowledged (the next checkpoint then forgets the ranges; until then a restart resends)."""
+        if not self.guard.rewind:
+            return True
+        try:
+            messages = list(read_ranges(self._bootstrap, self.cfg.kafka, self.guard.rewind))
+            n = self._open_quarantine().send(messages, detail)
+        except Exception as exc:  # KafkaError, TimeoutError: kept, sent again at the next start
+            log.error("%s: the unlearned examples are not quarantined yet: %s", detail, exc)
+            return False
+        self.guard.rewind = {}
+        self.prom.quarantined.inc(n)
+        self.checkpoint_owed = True
+        log.warning(
+            "%s: %d examples it unlearned quarantined to %s", detail, n, self.cfg.guard.quarantine_topic
+        )
+        return True
 
     # -- reporting ----------------------------------------------------------------------------
     def refresh_gauges(self) -> None:

@@ -41,6 +41,16 @@ class Quarantine:
         self.sink = sink
         self._sent = 0  # journal entries already sent by an attempt whose flush failed
 
+    def send(self, messages: list[tuple[str, int, int, bytes | None]], detail: str) -> int:
+        """Quarantine ``messages`` (topic, partition, offset, value) and wait for the topic to
+        acknowledge them (raises if it does not); returns how many."""
+        for topic, partition, offset, raw in messages:
+            self.sink.send(
+                raw, reason=ROLLED_BACK, detail=detail, topic=topic, partition=partition, offset=offset
+            )
+        self.sink.flush()
+        return len(messages)
+
     def roll_back(self, guard: Guardrails, detail: str) -> int | None:
         """Quarantine ``guard.journal``, then reset the learner to the champion. Returns the number
         of examples quarantined, or None when the topic did not acknowledge them (nothing rolled

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from streamlearn.config import Config
 from streamlearn.config.schema import GuardConfig
-from streamlearn.guard.gate import PromotionGate
+from streamlearn.guard.gate import PromotionGate, Verdict
 from streamlearn.guard.golden import GoldenSet
 from streamlearn.guard.guardrails import Guardrails
 from streamlearn.guard.quarantine import ROLLED_BACK, Quarantine
@@ -150,3 +150,55 @@ def test_paired_signal_holds_then_rolls_back() -> None:
     g.stalled(30)
     g.observe(challenger_right=[True], champion_right=[True])  # learned again: the count restarts
     assert g.stalled(30).action == "wait"
+
+
+def test_labels_signal_holds_a_stream_the_golden_set_contradicts_before_any_learning_shows() -> None:
+    g = PromotionGate(promote_every=25, margin=0.02, golden_margin=0.03, rollback_after=25)
+    golden = ([True] * 240 + [False] * 60, [True] * 240 + [False] * 60)  # both 80 %: no golden damage
+    # the champion gets 1 of 25 right on the stream but 80 % of the golden examples of the same task
+    g.observe(challenger_right=[False] * 24 + [True], champion_right=[False] * 24 + [True])
+    assert g.verdict(golden, 3, task_matched=True) == ("rollback", "labels")
+    g.reset()
+    g.observe(challenger_right=[False] * 24 + [True], champion_right=[False] * 24 + [True])
+    # the golden set holds no examples of this task: a new distribution, not evidence of a bug
+    assert g.verdict(golden, 4, task_matched=False).action == "promote"
+    g.reset()
+    g.observe(challenger_right=[True] * 18 + [False] * 7, champion_right=[True] * 18 + [False] * 7)
+    assert g.verdict(golden, 3, task_matched=True).action == "promote"  # 72 % vs 80 %: noise
+
+
+def test_a_label_bug_is_quarantined_from_its_first_candidate() -> None:
+    cfg = _cfg(promote_every=20, rollback_after=20, golden_margin=0.05)
+    state = ModelState(cfg, LearnerMetrics(CollectorRegistry()))
+    x, y = _data(300)
+    _feed_task(state, x, y, 0)
+    state.guard.promote(reason="test")
+    gx, gy = _data(200, seed=1)
+    state.guard.golden = GoldenSet(gx, gy, torch.zeros(200, dtype=torch.long).numpy())
+    learned_before = state.learner.examples
+    bx, by = _data(100, seed=2)
+    sink = ListSink()
+    q = Quarantine(sink)
+    verdicts = []
+    for i in range(0, 100, 20):  # as the daemon: a rollback verdict quarantines, then resets
+        verdicts += _feed_task(state, bx[i : i + 20], (by[i : i + 20] + 1) % 3, 0, offset0=1000 + i)
+        if verdicts[-1].action == "rollback":
+            assert q.roll_back(state.guard, "test") == 20
+    # every candidate of the bug fails on the labels signal, from the first: nothing promoted
+    assert [v for v in verdicts if v.action != "wait"] == [("rollback", "labels")] * 5
+    assert sorted(m["offset"] for m in sink.sent) == list(range(1000, 1100))
+    assert state.learner.examples == learned_before
+
+
+def _feed_task(
+    state: ModelState, x: torch.Tensor, y: torch.Tensor, task: int, offset0: int = 0
+) -> list[Verdict]:
+    actions = []
+    for i in range(x.shape[0]):
+        xi, yi = x[i : i + 1], y[i : i + 1]
+        probs = state.learner.predict_proba(xi)
+        champ = state.guard.champion_predict(xi)
+        state.learner.learn(xi, yi, task=task)
+        src = [("examples", 0, offset0 + i, b"")]
+        actions.append(state.guard.learned(probs, champ, yi, task, src))
+    return actions

@@ -134,17 +134,23 @@ def test_held_gate_stops_the_served_version_and_operators_need_the_token(
         wait_for(lambda: daemon.consumed == len(messages) and daemon.serve_port is not None, 120)
         port = daemon.serve_port
         assert port is not None
+
+        def guard_meta() -> dict:
+            return request(port, "GET", f"/v2/models/{name}")[1]["parameters"].get("guard", {})
+
+        # held, and the metadata (refreshed once a second) caught up with the end of the stream
         wait_for(
-            lambda: request(port, "GET", f"/v2/models/{name}")[1]["parameters"].get("guard", {}).get("held"),
+            lambda: guard_meta().get("held") and guard_meta()["challenger_version"] == daemon.learner.updates,
             10,
         )
         meta = request(port, "GET", f"/v2/models/{name}")[1]
         guard = meta["parameters"]["guard"]
-        assert guard["held"] == "golden"
+        assert guard["held"] == "labels"  # the stream contradicts the golden set of its task
         assert guard["champion_version"] < guard["challenger_version"] == daemon.learner.updates
         assert meta["versions"] == [str(guard["champion_version"])]  # the served version stopped
         metrics = samples(request(port, "GET", "/metrics")[1])
-        assert metrics[("streamlearn_serving_held", (("reason", "golden"),))] == 1
+        assert metrics[("streamlearn_serving_held", (("reason", "labels"),))] == 1
+        assert metrics[("streamlearn_serving_held", (("reason", "golden"),))] == 0
         assert metrics[("streamlearn_snapshot_published_version", ())] == guard["champion_version"]
         gold = {
             m: metrics[("streamlearn_gate_accuracy", (("model", m), ("signal", "golden")))]
