@@ -14,6 +14,7 @@ is there, else ``NumpyMLP``), or None for the reference (torch.func) path; ``pat
 from __future__ import annotations
 
 import inspect
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -27,6 +28,9 @@ from streamlearn.learners import functional as F_
 from streamlearn.learners.kernels import NumpyMLP
 from streamlearn.learners.undo import DEFAULT_MAX_ABS_VALUE, UpdateUndo, restore_rng_states, rng_states
 from streamlearn.replay import ReservoirBuffer
+from streamlearn.replay.reservoir import OUTLIER_FACTOR
+
+log = logging.getLogger(__name__)
 
 #: The ``fast_path`` keyword of learners with a kernel: None picks the fastest path the model allows,
 #: False the reference path, True a lean path or a ValueError, "compiled" / "numpy" that lean path,
@@ -161,6 +165,7 @@ class Learner:
             self._undo_extra(extra)
             if self.buffer is not None:
                 self.buffer.undo()
+                self._evict_replay_outliers()
             return UpdateStats(n=int(x.shape[0]), loss=stats.loss, undone=problem)
         if self.buffer is not None:
             self.buffer.release()
@@ -172,6 +177,19 @@ class Learner:
 
     def _learn(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> UpdateStats:
         raise NotImplementedError
+
+    def _evict_replay_outliers(self) -> None:
+        """After an undone update: a stored example of extreme magnitude, replayed, may be the
+        cause, and would undo every later update that draws it. Drop such rows (with a warning)."""
+        assert self.buffer is not None
+        evicted = self.buffer.evict_outliers()
+        if evicted:
+            log.warning(
+                "an update was undone and the replay memory held %d example(s) of extreme magnitude "
+                "(over %g times the median example's largest feature): removed them",
+                evicted,
+                OUTLIER_FACTOR,
+            )
 
     def _learned_tensors(self) -> list[torch.Tensor]:
         """Every tensor an update changes in place; the guard copies them before each update.

@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+#: ``evict_outliers``: a stored row is an outlier when its largest |feature| is this many times the
+#: median row's (far beyond any honest spread of one stream's scale; ×1e6 features are caught).
+OUTLIER_FACTOR = 1000.0
+
 
 class ReservoirBuffer:
     """Fixed-capacity uniform sample of a stream, stored on the learner's device.
@@ -106,6 +110,30 @@ class ReservoirBuffer:
     def release(self) -> None:
         self._journal = None
         self._marked = None
+
+    def evict_outliers(self, factor: float = OUTLIER_FACTOR) -> int:
+        """Remove the stored rows whose largest |feature| is over ``factor`` times the median
+        row's, and return how many. The learner calls this when its guard undoes an update: one
+        example of extreme but finite magnitude (features sent ×1e6) may pass the guard when it is
+        learned, then blow up every later update that replays it, so learning would stall for ever.
+        The kept rows move to the front, in order; ``seen`` stays, so later offers fill the gap.
+
+        >>> buf = ReservoirBuffer(4, 2)
+        >>> buf.add(torch.tensor([[0.5, 1.0], [1e6, 0.0], [0.2, 0.1]]), torch.tensor([0, 1, 2]))
+        >>> buf.evict_outliers(), len(buf), buf.y[:2].tolist()
+        (1, 2, [0, 2])
+        """
+        if self.size == 0:
+            return 0
+        magnitude = self.x[: self.size].abs().amax(dim=1)
+        bad = magnitude > factor * max(float(magnitude.median()), 1e-12)
+        n_bad = int(bad.sum())
+        if n_bad:
+            keep = (~bad).nonzero().flatten()
+            k = int(keep.numel())
+            self.x[:k], self.y[:k], self.task[:k] = self.x[keep], self.y[keep], self.task[keep]
+            self.size = k
+        return n_bad
 
     def sample_indices(self, n: int) -> np.ndarray:
         """Indices of ``min(n, len(self))`` distinct stored examples, uniformly at random."""

@@ -81,3 +81,23 @@ def test_a_poisoned_example_with_a_wrong_guess_is_undone(blobs, name, fast, devi
     stats = learner.learn(bx, by)
     assert stats.undone is not None
     assert torch.equal(state_vector(learner), before)
+
+
+@pytest.mark.parametrize("fast_path", [None, False])
+def test_an_extreme_example_in_the_replay_memory_is_evicted_so_learning_goes_on(fast_path, caplog) -> None:
+    """Features ×1e6 sit exactly at guard.max_abs_value, so one may be stored; replayed, it blows
+    up every later update. The undo evicts it, and the next updates stand (before: 80% undone)."""
+    from streamlearn.produce import stream_messages
+
+    msgs = list(stream_messages("rotated-mnist-10k", 1))[:300]
+    x = torch.tensor([m["x"] for m in msgs], dtype=torch.float32)
+    y = torch.tensor([m["y"] for m in msgs])
+    learner = make_learner("mer", mlp(784, 10, (48, 32), seed=0), n_classes=10, seed=0, fast_path=fast_path)
+    undone = []
+    for i in range(300):
+        xi = x[i : i + 1] * (1e6 if 150 <= i < 153 else 1.0)
+        undone.append(learner.learn(xi, y[i : i + 1]).undone is not None)
+    assert learner.buffer is not None
+    assert float(learner.buffer.x[: len(learner.buffer)].abs().max()) <= 1.0, "the x1e6 example stayed"
+    assert sum(undone[160:]) <= 2, f"{sum(undone[160:])} of the last 140 updates were undone"
+    assert "extreme magnitude" in caplog.text
