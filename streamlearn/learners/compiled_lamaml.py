@@ -113,7 +113,17 @@ def _glance_sums(Ws, bs, aW, ab, xs, ys, E, BY, m, cur, alpha_grads):
                     for t in range(n_nz):
                         shared[n_shared] = nz[t]
                         n_shared += bx[nz[t]] != 0
-                    for t in range(n_shared):
+                    # four pixels a pass over T: T lives in memory, so each pass costs a load
+                    # and a store per entry besides the products
+                    n4 = n_shared - n_shared % 4
+                    for t in range(0, n4, 4):
+                        p0, p1, p2, p3 = shared[t], shared[t + 1], shared[t + 2], shared[t + 3]
+                        q0, q1 = bx[p0] * x[p0], bx[p1] * x[p1]
+                        q2, q3 = bx[p2] * x[p2], bx[p3] * x[p3]
+                        r0, r1, r2, r3 = rate0T[p0], rate0T[p1], rate0T[p2], rate0T[p3]
+                        for i in range(h0):
+                            T[i] += (q0 * r0[i] + q1 * r1[i]) + (q2 * r2[i] + q3 * r3[i])
+                    for t in range(n4, n_shared):
                         p = shared[t]
                         q = bx[p] * x[p]
                         rrow = rate0T[p]
