@@ -31,10 +31,12 @@ CASES = [
     ("mer", dict(batches_per_example=2)),
     ("mer", dict(batches_per_example=2, grad_clip_norm=0.5, gamma=0.6, beta=0.3)),
     ("mer", dict(replay_batch_size=3, batches_per_example=1, lr=0.05, memories=50)),
+    ("mer", dict(batches_per_example=2, gamma=0.5)),
     ("lamaml", {}),
     ("lamaml", dict(sync_update=True)),
     ("lamaml", dict(learn_lr=False)),
     ("lamaml", dict(grad_clip_norm=None, glances=2)),
+    ("lamaml", dict(use_old_task_memory=True, glances=2, memories=60)),
     ("cmaml", {}),
 ]
 
@@ -94,3 +96,15 @@ def test_fast_path_choice_is_a_config_value_not_a_hyper_parameter(name) -> None:
     learner = make_learner(name, mlp(6, 3, (5,)), n_classes=3, fast_path="numpy")
     assert "fast_path" not in learner.hparams()
     assert name in LEARNERS
+
+
+def test_compiled_lr_stats_are_the_reference_ones() -> None:
+    x, y = mnist_like(40)
+    learner = learned("lamaml", "compiled", {}, x, y)
+    alphas = [a.detach().numpy() for a in learner.alpha.values()]
+    kernel = learner._kernel
+    assert kernel is not None
+    compiled = kernel.lr_stats(tuple(alphas[0::2]), tuple(alphas[1::2]))  # type: ignore[attr-defined]
+    reference = learner.lr_stats()
+    assert reference["min"] < reference["max"]  # the rates were learned apart
+    assert compiled == pytest.approx(reference, rel=1e-6)
