@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamlearn.learners.compiled_lamaml import _lamaml_glance, _lamaml_update, _lr_stats
+from streamlearn.learners.compiled_jit import _lr_stats
+from streamlearn.learners.compiled_lamaml import _lamaml_glance, _lamaml_update
 from streamlearn.learners.compiled_mer import _mer_example
 from streamlearn.learners.kernels import NumpyMLP
 

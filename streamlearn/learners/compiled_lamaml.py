@@ -3,7 +3,7 @@
 Where a glance's time goes (784-100-100-10, 10 current examples, meta batch 20): the meta-loss
 forward and backward at layers ≥ 1 after each inner step (dense 20 × 100 × 100 products, ~40 %),
 the first layer's pre-activation updates over shared pixels (~15 %), the first layer's α-gradient
-(~15 %), and passes over the 100 × 784 first-layer arrays (rates, gradients, the update). Those
+(~20 %), and passes over the 100 × 784 first-layer arrays (rates, gradients, the update). Those
 passes are the part worth saving: layer 0's adapted weights, inner sums and zeroed gradients are
 never allocated, and the update scales, measures and applies the gradients in two passes.
 """
@@ -410,42 +410,3 @@ def _step(a, ga, p, gp, learn_lr, f_lr, c_alpha, sync_update, f_wt, c_theta):
         for i in range(p.shape[0]):
             g_p = gp[i] * c_theta if clip_theta else gp[i]
             p[i] -= g_p * (a[i] if a[i] > 0 else F32(0.0))
-
-
-@njit(**_JIT)
-def _relu_sum_min_max(a):
-    """Sum (float64), min and max of relu(a) over a flat array."""
-    lo = np.inf
-    hi = -np.inf
-    s0 = s1 = 0.0
-    n2 = a.shape[0] - a.shape[0] % 2
-    for i in range(0, n2, 2):  # two partial sums: a float64 add chain is latency-bound
-        v0 = max(float(a[i]), 0.0)
-        v1 = max(float(a[i + 1]), 0.0)
-        s0 += v0
-        s1 += v1
-        lo = min(lo, v0, v1)
-        hi = max(hi, v0, v1)
-    for i in range(n2, a.shape[0]):
-        v = max(float(a[i]), 0.0)
-        s0 += v
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return s0 + s1, lo, hi
-
-
-@njit(**_JIT)
-def _lr_stats(aW, ab):
-    """Mean, min and max of relu(α) over every rate (``LaMAML.lr_stats`` without a concatenated copy)."""
-    total = 0.0
-    lo = np.inf
-    hi = -np.inf
-    count = 0
-    for l in range(len(aW)):
-        for a in (aW[l].reshape(-1), ab[l]):
-            s, a_lo, a_hi = _relu_sum_min_max(a)
-            total += s
-            lo = min(lo, a_lo)
-            hi = max(hi, a_hi)
-            count += a.shape[0]
-    return total / count, lo, hi
