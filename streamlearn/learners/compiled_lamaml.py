@@ -235,50 +235,32 @@ def _lamaml_glance(Ws, bs, aW, ab, xs, ys, E, BY, m, cur, alpha_grads):
         grad_W[l] *= inv_n
         grad_b[l] *= inv_n
         # ∂/∂α = −U·∇θ'_s L · relu'(α); relu'(0) = 0 as in torch.
-        _alpha_scale(alpha_grad_W[l].reshape(-1), aW[l].reshape(-1), -inv_n)
-        _alpha_scale(alpha_grad_b[l], ab[l], -inv_n)
+        _scale_sq(alpha_grad_W[l].reshape(-1), -inv_n, aW[l].reshape(-1), True)
+        _scale_sq(alpha_grad_b[l], -inv_n, ab[l], True)
     return meta, grad_W, grad_b, alpha_grad_W, alpha_grad_b
 
 
 @njit(**_JIT)
-def _alpha_scale(g, a, f):
-    """g = g·f where α > 0, else 0; the sum of squares of the result (float64)."""
-    s0 = s1 = s2 = s3 = 0.0  # four partial sums: a float64 add chain is latency-bound
-    n4 = g.shape[0] - g.shape[0] % 4
-    for i in range(0, n4, 4):
-        v0 = g[i] * f if a[i] > 0 else F32(0.0)
-        v1 = g[i + 1] * f if a[i + 1] > 0 else F32(0.0)
-        v2 = g[i + 2] * f if a[i + 2] > 0 else F32(0.0)
-        v3 = g[i + 3] * f if a[i + 3] > 0 else F32(0.0)
-        g[i], g[i + 1], g[i + 2], g[i + 3] = v0, v1, v2, v3
-        s0 += float(v0) * float(v0)
-        s1 += float(v1) * float(v1)
-        s2 += float(v2) * float(v2)
-        s3 += float(v3) * float(v3)
-    for i in range(n4, g.shape[0]):
-        v = g[i] * f if a[i] > 0 else F32(0.0)
-        g[i] = v
-        s0 += float(v) * float(v)
-    return (s0 + s1) + (s2 + s3)
-
-
-@njit(**_JIT)
-def _scale_sq(g, f):
-    """g = g·f in place; the sum of squares of the result (float64, four partial sums)."""
+def _scale_sq(g, f, a, where_a_positive):
+    """g = g·f in place (where α > 0, else 0, with ``where_a_positive``); the sum of squares of the
+    result in float64, in four partial sums (one float64 add chain is latency-bound)."""
     s0 = s1 = s2 = s3 = 0.0
     n4 = g.shape[0] - g.shape[0] % 4
+    zero = F32(0.0)
     for i in range(0, n4, 4):
-        v0 = g[i] * f
-        v1 = g[i + 1] * f
-        v2 = g[i + 2] * f
-        v3 = g[i + 3] * f
+        v0, v1, v2, v3 = g[i] * f, g[i + 1] * f, g[i + 2] * f, g[i + 3] * f
+        if where_a_positive:
+            v0 = v0 if a[i] > 0 else zero
+            v1 = v1 if a[i + 1] > 0 else zero
+            v2 = v2 if a[i + 2] > 0 else zero
+            v3 = v3 if a[i + 3] > 0 else zero
         g[i], g[i + 1], g[i + 2], g[i + 3] = v0, v1, v2, v3
         s0 += float(v0) * float(v0)
         s1 += float(v1) * float(v1)
         s2 += float(v2) * float(v2)
         s3 += float(v3) * float(v3)
     for i in range(n4, g.shape[0]):
-        v = g[i] * f
+        v = g[i] * f if not where_a_positive or a[i] > 0 else zero
         g[i] = v
         s0 += float(v) * float(v)
     return (s0 + s1) + (s2 + s3)
@@ -368,10 +350,11 @@ def _lamaml_update(Ws, bs, aW, ab, xs, ys, BX, BY, learn_lr, opt_lr, opt_wt, syn
     sq_theta = 0.0
     sq_alpha = 0.0
     for l in range(L):
-        sq_theta += _scale_sq(gW[l].reshape(-1), inv_n) + _scale_sq(gb[l], inv_n)
+        sq_theta += _scale_sq(gW[l].reshape(-1), inv_n, gW[l].reshape(-1), False)
+        sq_theta += _scale_sq(gb[l], inv_n, gb[l], False)
         if learn_lr:
-            sq_alpha += _alpha_scale(agW[l].reshape(-1), aW[l].reshape(-1), -inv_n)
-            sq_alpha += _alpha_scale(agb[l], ab[l], -inv_n)
+            sq_alpha += _scale_sq(agW[l].reshape(-1), -inv_n, aW[l].reshape(-1), True)
+            sq_alpha += _scale_sq(agb[l], -inv_n, ab[l], True)
     c_theta = _clip_of(sq_theta, max_norm)
     c_alpha = _clip_of(sq_alpha, max_norm)
     f_lr = F32(opt_lr)
