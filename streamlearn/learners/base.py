@@ -110,10 +110,10 @@ class Learner:
 
         ``fast_path`` None or True takes the numpy path where the model allows it (True insists:
         ValueError naming ``needs`` when it cannot), False the reference path, "numpy" or "compiled"
-        that one. The compiled (numba) path is opt-in for now: it is 2-3.7x faster, but compiling
-        costs 10-30 s at a process's first start (cached after), and on one seed its float32
-        rounding moves the benchmark's RA by up to 0.01 (as a 1e-7 nudge of the initial weights
-        does on the numpy path). ``possible`` False rules the lean paths out for a reason of the
+        that one. The compiled (numba) path is opt-in for now: it is about 3x faster, but compiling
+        costs 14-27 s at a process's first start (cached on disk after, which a read-only pod
+        loses), and on one seed its float32 rounding moves the benchmark's RA by up to 0.01 (as a
+        1e-7 nudge of the initial weights does on the numpy path; over 3 seeds the means agree). ``possible`` False rules the lean paths out for a reason of the
         learner's own (La-MAML's second-order updates need autograd). "device", and None on a
         non-CPU device, take the device path (any module, any device; see ``device_path.py``).
         """

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamlearn.learners.compiled_jit import _lr_stats
 from streamlearn.learners.compiled_lamaml import _lamaml_glance, _lamaml_update
 from streamlearn.learners.compiled_mer import _mer_example
 from streamlearn.learners.kernels import NumpyMLP
@@ -87,8 +88,8 @@ class CompiledMLP(NumpyMLP):
         ys: np.ndarray,
         BX: np.ndarray,
         BY: np.ndarray,
-        alpha_W: list[np.ndarray],
-        alpha_b: list[np.ndarray],
+        alpha_W: tuple[np.ndarray, ...],
+        alpha_b: tuple[np.ndarray, ...],
         *,
         learn_lr: bool,
         opt_lr: float,
@@ -102,8 +103,8 @@ class CompiledMLP(NumpyMLP):
             _lamaml_update(
                 self._Ws,
                 self._bs,
-                tuple(alpha_W),
-                tuple(alpha_b),
+                alpha_W,
+                alpha_b,
                 xs,
                 ys,
                 BX,
@@ -115,3 +116,9 @@ class CompiledMLP(NumpyMLP):
                 clip,
             )
         )
+
+    @staticmethod
+    def lr_stats(alpha_W: tuple[np.ndarray, ...], alpha_b: tuple[np.ndarray, ...]) -> dict[str, float]:
+        """``LaMAML.lr_stats`` over the rates' numpy views: mean, min and max of relu(α)."""
+        mean, lo, hi = _lr_stats(alpha_W, alpha_b)
+        return {"mean": float(mean), "min": float(lo), "max": float(hi)}

@@ -114,3 +114,42 @@ def _transpose_into(dst, src):
         row = dst[j]
         for i in range(m):
             row[i] = src[i, j]
+
+
+@njit(**_JIT)
+def _relu_sum_min_max(a):
+    """Sum (float64), min and max of relu(a) over a flat array."""
+    lo = np.inf
+    hi = -np.inf
+    s0 = s1 = 0.0
+    n2 = a.shape[0] - a.shape[0] % 2
+    for i in range(0, n2, 2):  # two partial sums: a float64 add chain is latency-bound
+        v0 = max(float(a[i]), 0.0)
+        v1 = max(float(a[i + 1]), 0.0)
+        s0 += v0
+        s1 += v1
+        lo = min(lo, v0, v1)
+        hi = max(hi, v0, v1)
+    for i in range(n2, a.shape[0]):
+        v = max(float(a[i]), 0.0)
+        s0 += v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return s0 + s1, lo, hi
+
+
+@njit(**_JIT)
+def _lr_stats(aW, ab):
+    """Mean, min and max of relu(α) over every rate (``LaMAML.lr_stats`` without a concatenated copy)."""
+    total = 0.0
+    lo = np.inf
+    hi = -np.inf
+    count = 0
+    for l in range(len(aW)):
+        for a in (aW[l].reshape(-1), ab[l]):
+            s, a_lo, a_hi = _relu_sum_min_max(a)
+            total += s
+            lo = min(lo, a_lo)
+            hi = max(hi, a_hi)
+            count += a.shape[0]
+    return total / count, lo, hi

@@ -172,24 +172,26 @@ class LaMAML(Learner):
         assert self.buffer is not None
         kernel = cast("CompiledMLP", self._kernel)
         alphas = [a.detach().numpy() for a in self.alpha.values()]
+        alpha_W, alpha_b = tuple(alphas[0::2]), tuple(alphas[1::2])
+        memory = (
+            self.old_buffer if (self.use_old_task_memory and self.old_buffer is not None) else self.buffer
+        )
+        bank_x, bank_y = memory.x.numpy(), memory.y.numpy()
         xs, ys = x.numpy(), y.numpy()
         total = 0.0
         for glance in range(self.glances):
             perm = self.rng.permutation(xs.shape[0])
             xs, ys = xs[perm], ys[perm]
-            memory = (
-                self.old_buffer if (self.use_old_task_memory and self.old_buffer is not None) else self.buffer
-            )
             idx = memory.sample_indices(self.replay_batch_size)
-            bx = np.concatenate([memory.x.numpy()[idx], xs])
-            by = np.concatenate([memory.y.numpy()[idx], ys])
+            bx = np.concatenate([bank_x[idx], xs])
+            by = np.concatenate([bank_y[idx], ys])
             total += kernel.lamaml_update(
                 xs,
                 ys,
                 bx,
                 by,
-                alphas[0::2],
-                alphas[1::2],
+                alpha_W,
+                alpha_b,
                 learn_lr=self.learn_lr,
                 opt_lr=self.opt_lr,
                 opt_wt=self.opt_wt,
@@ -198,7 +200,9 @@ class LaMAML(Learner):
             )
             if glance == 0:
                 self.buffer.add(torch.from_numpy(xs), torch.from_numpy(ys), task)
-        return UpdateStats(n=int(x.shape[0]), loss=total / self.glances, lr_stats=self.lr_stats())
+        return UpdateStats(
+            n=int(x.shape[0]), loss=total / self.glances, lr_stats=kernel.lr_stats(alpha_W, alpha_b)
+        )
 
     def _remember(self, x: torch.Tensor, y: torch.Tensor, task: int | None) -> Callable[[int], None]:
         def add(s: int) -> None:

@@ -125,10 +125,12 @@ class MER(Learner):
         bank_x, bank_y = self.buffer.x.numpy(), self.buffer.y.numpy()
         xs, ys = x.numpy(), y.numpy()
         total, steps = 0.0, 0
+        sample = self.buffer.sample_indices
         for i in range(x.shape[0]):
-            idx = np.stack(
-                [self.buffer.sample_indices(self.replay_batch_size) for _ in range(self.batches_per_example)]
-            )
+            k = min(self.replay_batch_size, len(self.buffer))  # what each draw below returns
+            idx = np.empty((self.batches_per_example, k), dtype=np.int64)
+            for b in range(self.batches_per_example):
+                idx[b] = sample(self.replay_batch_size)
             total += kernel.mer_example(
                 xs[i], ys[i], bank_x, bank_y, idx, self.lr, self.beta, self.gamma, self.grad_clip_norm
             )

@@ -6,15 +6,17 @@ from torch import nn
 from streamlearn.learners import Learner, make_learner, mlp
 
 #: (learner, hyper-parameters): MER with and without clipping and gamma != 1, La-MAML async, sync,
-#: with fixed rates and unclipped, C-MAML
+#: with fixed rates, unclipped and with the old task's memory, C-MAML
 CASES = [
     ("mer", dict(batches_per_example=2)),
     ("mer", dict(batches_per_example=2, grad_clip_norm=0.5, gamma=0.6, beta=0.3)),
     ("mer", dict(replay_batch_size=3, batches_per_example=1, lr=0.05, memories=50)),
+    ("mer", dict(batches_per_example=2, gamma=0.5)),
     ("lamaml", {}),
     ("lamaml", dict(sync_update=True)),
     ("lamaml", dict(learn_lr=False)),
     ("lamaml", dict(grad_clip_norm=None, glances=2)),
+    ("lamaml", dict(use_old_task_memory=True, glances=2, memories=60)),
     ("cmaml", {}),
 ]
 IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]

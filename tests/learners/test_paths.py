@@ -52,3 +52,15 @@ def test_fast_path_choice_is_a_config_value_not_a_hyper_parameter(name) -> None:
     learner = make_learner(name, mlp(6, 3, (5,)), n_classes=3, fast_path="numpy")
     assert "fast_path" not in learner.hparams()
     assert name in LEARNERS
+
+
+def test_compiled_lr_stats_are_the_reference_ones() -> None:
+    x, y = mnist_like(40)
+    learner = learned("lamaml", "compiled", {}, x, y)
+    alphas = [a.detach().numpy() for a in learner.alpha.values()]
+    kernel = learner._kernel
+    assert kernel is not None
+    compiled = kernel.lr_stats(tuple(alphas[0::2]), tuple(alphas[1::2]))  # type: ignore[attr-defined]
+    reference = learner.lr_stats()
+    assert reference["min"] < reference["max"]  # the rates were learned apart
+    assert compiled == pytest.approx(reference, rel=1e-6)
