@@ -76,15 +76,20 @@ def test_string_labels_and_tasks_get_indices_in_order_of_first_appearance() -> N
     assert dec.tasks.name(1) == "night"
 
 
-def test_messages_with_and_without_the_letter_e_decode_alike() -> None:
-    # Two conversion paths: without an "e" in the bytes no boolean can be present, so the type
-    # scan is skipped. Both must give the same array.
+def test_messages_with_and_without_a_boolean_literal_decode_alike() -> None:
+    # Two conversion paths: without the bytes "true"/"false" no boolean can be present, so the
+    # type scan is skipped. Both must give the same array, and a boolean in x is still refused.
     dec = _decoder()
-    scanned = _ok(dec.decode(b'{"x":[0.1,2,-3.5,4e-7],"y":1}'))  # the exponent's "e"
+    scanned = _ok(dec.decode(b'{"x":[0.1,2,-3.5,4e-7],"y":1,"id":"false"}'))  # scanned: "false"
     fast = _ok(dec.decode(b'{"x":[0.1,2,-3.5,0.0000004],"y":1}'))
+    exponent = _ok(dec.decode(b'{"x":[0.1,2,-3.5,4e-7],"y":1}'))  # an "e" no longer forces the scan
     np.testing.assert_array_equal(scanned.x, fast.x)
+    np.testing.assert_array_equal(exponent.x, fast.x)
     np.testing.assert_array_equal(fast.x, np.array([0.1, 2, -3.5, 4e-7], dtype=np.float32))
     assert _ok(dec.decode(b'{"x":[1,2,3,4],"y":1,"id":"true"}')).id == "true"
+    for literal in (b"true", b"false"):
+        bad = dec.decode(b'{"x":[1,2,3,' + literal + b'],"y":1}')
+        assert isinstance(bad, Rejection) and bad.reason == "bad_x", bad
 
 
 def test_a_leading_utf8_byte_order_mark_is_skipped() -> None:
