@@ -36,6 +36,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import yaml
+
 from streamlearn.bench import run_bench
 from streamlearn.config import load_config_dict
 from streamlearn.consume import TestThenTrain
@@ -80,6 +82,10 @@ def hparams_of(path: str) -> dict[str, Any]:
     return hp
 
 
+#: daemon config overrides from --set section.key=value (e.g. kafka.max_poll_records=500)
+OVERRIDES: dict[str, dict[str, Any]] = {}
+
+
 def daemon_run(learner: str, path: str, broker: EmbeddedBroker, n_tasks: int) -> dict[str, Any]:
     """One daemon over a fresh topic holding the stream's first ``n_tasks`` tasks; its rates."""
     topic = f"bench-{learner}-{time.time_ns()}"
@@ -87,25 +93,25 @@ def daemon_run(learner: str, path: str, broker: EmbeddedBroker, n_tasks: int) ->
     create_topic(broker.bootstrap_servers, topic + ".dlq")
     n = produce(stream_messages("rotated-mnist-10k", n_tasks), broker.bootstrap_servers, topic, progress=None)
     with tempfile.TemporaryDirectory() as ckpt:
-        cfg = load_config_dict(
-            {
-                "kafka": {
-                    "bootstrap_servers": broker.bootstrap_servers,
-                    "topic": topic,
-                    "dead_letter_topic": topic + ".dlq",
-                    "group_id": topic,
-                },
-                "learner": {
-                    "name": learner,
-                    "alignment_every": ALIGNMENT_EVERY,
-                    "hparams": {k: v for k, v in hparams_of(path).items() if k != "alignment_every"},
-                },
-                "checkpoint": {"dir": ckpt},
-                "runtime": {"max_examples": n, "log_every_seconds": 5},
-                "serve": {"port": 0},  # serving on, as in production
+        raw: dict[str, Any] = {
+            "kafka": {
+                "bootstrap_servers": broker.bootstrap_servers,
+                "topic": topic,
+                "dead_letter_topic": topic + ".dlq",
+                "group_id": topic,
             },
-            "benchmark",
-        )
+            "learner": {
+                "name": learner,
+                "alignment_every": ALIGNMENT_EVERY,
+                "hparams": {k: v for k, v in hparams_of(path).items() if k != "alignment_every"},
+            },
+            "checkpoint": {"dir": ckpt},
+            "runtime": {"max_examples": n, "log_every_seconds": 5},
+            "serve": {"port": 0},  # serving on, as in production
+        }
+        for section, values in OVERRIDES.items():
+            raw.setdefault(section, {}).update(values)
+        cfg = load_config_dict(raw, "benchmark")
         daemon = Daemon(cfg)
         summary = daemon.run()
     assert summary["learned"] == n, summary
@@ -268,8 +274,19 @@ def main() -> int:
     ap.add_argument("--tasks", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3, help="rounds; the median pair ratio is reported")
     ap.add_argument("--breakdown", action="store_true", help="also time each step of the daemon")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a daemon config key (YAML value), e.g. kafka.max_poll_records=500; repeatable",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        OVERRIDES.setdefault(section, {})[name] = yaml.safe_load(value)
     logging.basicConfig(level=logging.ERROR)
     pin_threads(1)
     wanted = args.path.split(",")
