@@ -351,6 +351,7 @@ def main() -> int:
                 "learner_prequential_accuracy": round(pair_runs[0][0]["prequential_accuracy"], 4),
                 "daemon_prequential_accuracy": round(pair_runs[0][1]["prequential_accuracy"], 4),
                 "breakdown_us": {k: round(v, 1) for k, v in breakdowns.get((name, path), {}).items()},
+                "breakdown_learner_share": learner_share(breakdowns.get((name, path))),
             }
         )
     print(f"\nmedians of {args.repeats} rounds, {rows[0]['examples']} examples ({args.tasks} tasks) per run:")
@@ -370,6 +371,13 @@ def main() -> int:
     return 0
 
 
+def learner_share(steps: dict[str, float] | None) -> float | None:
+    """(predict + learn) / all the daemon's time an example, from a breakdown."""
+    if not steps:
+        return None
+    return round(sum(v for k, v in steps.items() if k.endswith("(learner)")) / sum(steps.values()), 3)
+
+
 def stream_size(stream: TaskStream) -> int:
     return sum(len(task.train_y) for task in stream.tasks)
 
@@ -385,6 +393,12 @@ def print_breakdown(rows: list[dict[str, Any]]) -> None:
     overhead = [t - sum(r["breakdown_us"][k] for k in learner_side) for r, t in zip(cols, total, strict=True)]
     print(f"{'total':32}" + "".join(f"{t:14.1f}" for t in total))
     print(f"{'daemon beyond predict + learn':32}" + "".join(f"{o:14.1f}" for o in overhead))
+    # The share of the daemon's time that is the learner's own work: the ratio these steps imply,
+    # steadier than the rated pairs on a busy machine (both sides of it come from one run).
+    print(
+        f"{'learner share (implied ratio)':32}"
+        + "".join(f"{1 - o / t:14.3f}" for o, t in zip(overhead, total, strict=True))
+    )
 
 
 if __name__ == "__main__":
