@@ -146,7 +146,7 @@ STEPS: dict[str, list[tuple[Any, str]]] = {
     "learn (learner)": [(Learner, "learn")],
     "predict (learner)": [(Learner, "predict_proba")],
     "fetch: kafka-python poll": [(KafkaSource, "poll")],
-    "decode + validate": [(Decoder, "decode")],
+    "decode + validate": [(Decoder, "parse"), (Decoder, "finish")],
     "consume loop (per message)": [(TestThenTrain, "consume")],
     "batch to tensors": [(TestThenTrain, "learn_pending")],
     "prequential metrics": [(PrequentialMetrics, "add_probabilities"), (PrequentialMetrics, "_flush")],

@@ -5,10 +5,12 @@ valid examples into micro-batches of the learner's size (a task change closes a 
 predict each batch with the current model *before* learning it (prequential), then learn.
 
 This runs once per example (MER, ER and SGD learn micro-batches of one), so everything besides the
-learner is kept to a few microseconds an example: the prequential metrics are queued and recorded in
-bulk (:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), the
-consumed count is added once per poll, and a one-example batch is a view, not a copy. The
-``--breakdown`` of ``benchmarks/daemon_throughput.py`` measures what each step costs.
+learner is kept to a few microseconds an example: a poll's messages are parsed in one go (the JSON
+parser stays in cache; ~2x cheaper than between two learning steps) and finished in order, the
+prequential metrics are queued and recorded in bulk
+(:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), the consumed
+count is added once per poll, and a one-example batch is a view, not a copy. The ``--breakdown`` of
+``benchmarks/daemon_throughput.py`` measures what each step costs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from kafka import TopicPartition
 from streamlearn.delivery import Pending
 from streamlearn.guard.hooks import GuardHooks
 from streamlearn.ingest.deadletter import DeadLetterSink
-from streamlearn.ingest.decode import Decoder, Example, Rejection
+from streamlearn.ingest.decode import Decoder, Example, Parsed, Rejection
 from streamlearn.ingest.source import KafkaSource, offset_key
 from streamlearn.learners import UpdateStats
 from streamlearn.metrics import LearnerMetrics
@@ -83,13 +85,16 @@ class TestThenTrain:
         Raises ``OffsetOutOfRange`` (the daemon applies ``kafka.offset_out_of_range``)."""
         self.sink = sink
         pending, examples, next_offset = self.pending, self.pending.examples, self.next_offset
-        decode, batch_size = self.decoder.decode, self.batch_size
+        parse, finish, batch_size = self.decoder.parse, self.decoder.finish, self.batch_size
+        records = list(source.poll(timeout_ms))
+        # Parse them all first (no map is read: the same results), then finish each in order.
+        parsed = [parse(rec.value) for _, rec in records]
         consumed = 0
         try:
-            for tp, rec in source.poll(timeout_ms):
+            for (tp, rec), first in zip(records, parsed, strict=True):
                 consumed += 1
                 raw = rec.value
-                result = decode(raw)
+                result = finish(first) if type(first) is Parsed else first
                 if type(result) is Example:
                     # A task change closes the batch: a micro-batch belongs to one task.
                     if examples and result.task != examples[0].task:

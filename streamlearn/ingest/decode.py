@@ -86,6 +86,15 @@ class Example:
 
 
 @dataclass(frozen=True, slots=True)
+class Parsed:
+    """A message whose bytes, JSON and features are valid: what :meth:`Decoder.parse` leaves to
+    :meth:`Decoder.finish` (the label, task, id and ts, checked against the maps in stream order)."""
+
+    doc: dict[str, Any]  # the message's other keys ("x" taken out: its floats are freed at once)
+    x: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """A message that cannot be learned from, and why."""
 
@@ -113,16 +122,35 @@ class Decoder:
 
     def decode(self, raw: bytes | None) -> Example | Rejection:
         """Decode one message value; never raises, whatever ``raw`` is."""
-        try:
-            return self._decode(raw)
-        except Exception as exc:
-            # A bug must cost one message, not the daemon; log the first few loudly, count the rest.
-            if self._bugs_logged < _MAX_LOGGED_BUGS:
-                self._bugs_logged += 1
-                log.error("decoder bug on a message (rejected as internal_error)", exc_info=True)
-            return Rejection("internal_error", f"decoder bug: {type(exc).__name__}: {_short(exc)}")
+        parsed = self.parse(raw)
+        return self.finish(parsed) if isinstance(parsed, Parsed) else parsed
 
-    def _decode(self, raw: object) -> Example | Rejection:
+    def parse(self, raw: bytes | None) -> Parsed | Rejection:
+        """The part of ``decode`` that reads no map: bytes, JSON, features. Never raises.
+
+        The daemon parses a poll's messages in one go (the parser's code and tables stay in cache
+        instead of being evicted by learning between messages), then finishes them in order."""
+        try:
+            return self._parse(raw)
+        except Exception as exc:
+            return self._bug(exc)
+
+    def finish(self, parsed: Parsed) -> Example | Rejection:
+        """The rest of ``decode``: label, task, id, ts; registers a new label or task only on
+        success, so messages must be finished in stream order. Never raises."""
+        try:
+            return self._finish(parsed)
+        except Exception as exc:
+            return self._bug(exc)
+
+    def _bug(self, exc: Exception) -> Rejection:
+        # A bug must cost one message, not the daemon; log the first few loudly, count the rest.
+        if self._bugs_logged < _MAX_LOGGED_BUGS:
+            self._bugs_logged += 1
+            log.error("decoder bug on a message (rejected as internal_error)", exc_info=exc)
+        return Rejection("internal_error", f"decoder bug: {type(exc).__name__}: {_short(exc)}")
+
+    def _parse(self, raw: object) -> Parsed | Rejection:
         if raw is None:
             return Rejection("empty", "the value is null (a tombstone): there is no example in it")
         if type(raw) is not bytes:
@@ -153,6 +181,11 @@ class Decoder:
         x = self._features(doc, raw)
         if isinstance(x, Rejection):
             return x
+        del doc["x"]
+        return Parsed(doc, x)
+
+    def _finish(self, parsed: Parsed) -> Example | Rejection:
+        doc = parsed.doc
         label = doc.get("y")
         task = doc.get("task")
         ident = doc.get("id")
@@ -166,7 +199,7 @@ class Decoder:
         task_index = None if task is None else self.tasks.index(task)
         # all checked above; the asserts say so to mypy
         assert isinstance(label, int | str) and y is not None and (task is None or task_index is not None)
-        return Example(x=x, y=y, label=label, task=task_index, id=ident, ts=ts)
+        return Example(x=parsed.x, y=y, label=label, task=task_index, id=ident, ts=ts)
 
     def _features(self, doc: dict[str, Any], raw: bytes) -> np.ndarray | Rejection:
         if "x" not in doc:
