@@ -4,8 +4,15 @@ Every labelled example is predicted by the current model before it is learned; :
 records each outcome and exposes cumulative accuracy, rolling-window accuracy, Cohen's kappa, per-task
 accuracy, a rolling mean loss and an ADWIN drift detector fed with the error stream (1 = wrong).
 
-The metric arithmetic is river's (``metrics.Accuracy``, ``metrics.CohenKappa``, ``utils.Rolling``,
-``drift.ADWIN``); this module only feeds them and makes them checkpointable. River objects are
+The metric arithmetic is river's (``metrics.Accuracy``, ``metrics.CohenKappa``, ``drift.ADWIN``); this
+module feeds them and makes them checkpointable. The rolling accuracy is a count of correct outcomes in
+the window (what river's ``utils.Rolling(Accuracy)`` computes, at a fifth of the cost per example).
+
+The daemon queues outcomes with :meth:`PrequentialMetrics.add_probabilities` (about 2 µs a micro-batch)
+and they are recorded in bulk when 256 are queued or when anything is read, so every value, snapshot
+and ``state_dict`` is exactly that of recording each example at once; ADWIN still sees the outcomes
+one by one, in order, and a drift it flags is reported to ``on_drift`` with the count and rolling
+accuracy of the moment it was flagged. River objects are
 arbitrary Python classes, so they cannot go into a checkpoint read with
 ``torch.load(weights_only=True)``. Instead :meth:`PrequentialMetrics.state_dict` stores the sufficient
 statistics as plain values — confusion counts (overall and per task) and the last ``window`` outcomes
@@ -23,13 +30,15 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from river import drift, metrics, utils
+from river import drift, metrics
 
 STATE_VERSION = 1
+#: outcomes queued by ``add_probabilities`` before they are recorded without a read asking
+QUEUE_EXAMPLES = 256
 
 Confusion = list[list[int]]
 
@@ -57,6 +66,9 @@ class PrequentialMetrics:
         self._n_classes = n_classes
         self._window = window
         self._drift_delta = drift_delta
+        #: called with (examples evaluated, rolling accuracy) when ADWIN flags a drift while queued
+        #: outcomes are recorded (the synchronous ``update`` methods return their drifts instead)
+        self.on_drift: Callable[[int, float], None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -64,14 +76,17 @@ class PrequentialMetrics:
         # Accuracy and kappa share one confusion matrix, so one update per example serves both.
         self._accuracy = metrics.Accuracy()
         self._kappa = metrics.CohenKappa(cm=self._accuracy.cm)
-        self._rolling = utils.Rolling(metrics.Accuracy, window_size=self._window)
         self._tasks: dict[int, metrics.Accuracy] = {}
         self._adwin = drift.ADWIN(delta=self._drift_delta)
-        # Our own copy of the window: river's Rolling keeps one too, but its layout is an internal detail.
+        # The last ``window`` outcomes and how many of them are right: the rolling accuracy.
         self._recent: deque[tuple[int, int]] = deque(maxlen=self._window)
+        self._recent_correct = 0
         self._losses: deque[float] = deque(maxlen=self._window)
         self._n = 0
         self._drifts = 0
+        # (probabilities float64 (k, n_classes), true labels, task) per queued micro-batch
+        self._queue: list[tuple[np.ndarray, Sequence[int], int | None]] = []
+        self._queued = 0
 
     # -- recording ----------------------------------------------------------------------------------
 
@@ -81,11 +96,11 @@ class PrequentialMetrics:
         Returns True when ADWIN flags a drift on the error stream at this update, so the caller can log
         or react at the moment it happens rather than polling ``drifts``.
         """
+        self._flush()
         y_true = self._label(y_true)
         y_pred = self._label(y_pred)
         self._accuracy.update(y_true, y_pred)
-        self._rolling.update(y_true, y_pred)
-        self._recent.append((y_true, y_pred))
+        self._push_recent(y_true, y_pred)
         if loss is not None:
             self._losses.append(float(loss))
         if task is not None:
@@ -119,9 +134,74 @@ class PrequentialMetrics:
         """``update_many`` from class probabilities (n, n_classes): the guess is the most probable
         class, the loss the log loss of the true one. A row that overflowed to nan (an input far
         outside the data) is a wrong guess at the worst loss, never a nan in the metrics."""
-        probs = np.nan_to_num(np.asarray(probs, dtype=np.float64), nan=0.0)
-        p_true = np.maximum(probs[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)], 1e-12)
-        return self.update_many(y_true, probs.argmax(axis=1).tolist(), (-np.log(p_true)).tolist(), task)
+        y_pred, losses = _guesses_and_losses(np.asarray(probs, dtype=np.float64), y_true)
+        return self.update_many(y_true, y_pred, losses, task)
+
+    def add_probabilities(self, probs: np.ndarray, y_true: Sequence[int], task: int | None = None) -> None:
+        """Queue what :meth:`update_from_probabilities` records; recorded in bulk at the next read.
+
+        ``y_true`` is checked now (a ValueError here, as there); drifts go to ``on_drift``.
+        """
+        probs = np.array(probs, dtype=np.float64)  # a copy: the caller may reuse its buffer
+        if probs.ndim != 2 or len(probs) != len(y_true):
+            raise ValueError(f"probabilities of shape {probs.shape} for {len(y_true)} labels")
+        for t in y_true:
+            self._label(t)
+        if task is not None:
+            operator.index(task)
+        self._queue.append((probs, y_true, task))
+        self._queued += len(y_true)
+        if self._queued >= QUEUE_EXAMPLES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Record the queued outcomes in order, as ``update`` would one by one (same values)."""
+        if not self._queue:
+            return
+        queue, self._queue, self._queued = self._queue, [], 0
+        y_true = np.array([t for _, y, _ in queue for t in y], dtype=np.int64)
+        labels = y_true.tolist()  # Python ints: the window goes into checkpoints
+        y_pred, losses = _guesses_and_losses(np.concatenate([p for p, _, _ in queue]), y_true)
+        pred = np.array(y_pred, dtype=np.int64)
+        # Confusion counts: one weighted update per non-empty cell instead of one per example, and
+        # per task once per run of batches of that task.
+        self._add_counts(self._accuracy, y_true, pred)
+        runs: list[list[Any]] = []  # [task, start, stop]
+        start = 0
+        for _, y, task in queue:
+            if runs and runs[-1][0] == task:
+                runs[-1][2] += len(y)
+            else:
+                runs.append([task, start, start + len(y)])
+            start += len(y)
+        for task, a, b in runs:
+            if task is not None:
+                self._add_counts(self._task_metric(operator.index(task)), y_true[a:b], pred[a:b])
+        self._losses.extend(losses)
+        # The window and ADWIN need the order, one outcome at a time.
+        adwin, push, on_drift = self._adwin, self._push_recent, self.on_drift
+        for t, p in zip(labels, y_pred, strict=True):
+            push(t, p)
+            self._n += 1
+            adwin.update(0.0 if t == p else 1.0)
+            if adwin.drift_detected:
+                self._drifts += 1
+                if on_drift is not None:
+                    on_drift(self._n, self._recent_correct / len(self._recent))
+
+    def _add_counts(self, metric: metrics.Accuracy, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        n = self._n_classes
+        counts = np.bincount(y_true * n + y_pred, minlength=n * n)
+        for cell in np.flatnonzero(counts).tolist():
+            metric.update(cell // n, cell % n, w=float(counts[cell]))
+
+    def _push_recent(self, y_true: int, y_pred: int) -> None:
+        recent = self._recent
+        if len(recent) == self._window:
+            old_true, old_pred = recent[0]
+            self._recent_correct -= old_true == old_pred
+        recent.append((y_true, y_pred))
+        self._recent_correct += y_true == y_pred
 
     def _label(self, y: int) -> int:
         # operator.index accepts numpy integers but rejects floats, which would silently truncate.
@@ -149,21 +229,25 @@ class PrequentialMetrics:
     @property
     def n(self) -> int:
         """Examples evaluated."""
+        self._flush()
         return self._n
 
     @property
     def accuracy(self) -> float:
         """Cumulative prequential accuracy."""
+        self._flush()
         return float(self._accuracy.get())
 
     @property
     def rolling_accuracy(self) -> float:
         """Accuracy over the last ``window`` examples."""
-        return float(self._rolling.obj.get())
+        self._flush()
+        return self._recent_correct / len(self._recent) if self._recent else 0.0
 
     @property
     def kappa(self) -> float:
         """Cumulative Cohen's kappa: accuracy corrected for the agreement expected by chance."""
+        self._flush()
         return float(self._kappa.get())
 
     @property
@@ -176,6 +260,7 @@ class PrequentialMetrics:
         window's contents, which makes the restore exact. It costs O(window) per read, and reads happen
         per snapshot, not per example.
         """
+        self._flush()
         if not self._losses:
             return math.nan
         return math.fsum(self._losses) / len(self._losses)
@@ -183,16 +268,19 @@ class PrequentialMetrics:
     @property
     def task_accuracy(self) -> dict[int, float]:
         """Cumulative accuracy per task id seen."""
+        self._flush()
         return {task: float(m.get()) for task, m in self._tasks.items()}
 
     @property
     def task_counts(self) -> dict[int, int]:
         """Examples evaluated per task id seen."""
+        self._flush()
         return {task: int(m.cm.total_weight) for task, m in self._tasks.items()}
 
     @property
     def drifts(self) -> int:
         """Drifts ADWIN has flagged in total (including before a restore)."""
+        self._flush()
         return self._drifts
 
     def snapshot(self) -> dict[str, float | int | dict[int, float] | dict[int, int]]:
@@ -212,6 +300,7 @@ class PrequentialMetrics:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain values only (ints, floats, lists, dicts), so ``torch.load(weights_only=True)`` reads it."""
+        self._flush()
         return {
             "version": STATE_VERSION,
             "n_classes": self._n_classes,
@@ -262,8 +351,7 @@ class PrequentialMetrics:
     def _refeed_window(self, recent_true: Sequence[int], recent_pred: Sequence[int]) -> None:
         keep = min(len(recent_true), self._window)
         for t, p in zip(recent_true[-keep:], recent_pred[-keep:], strict=True):
-            self._rolling.update(t, p)
-            self._recent.append((t, p))
+            self._push_recent(t, p)
             # Only to warm ADWIN up; any drift it finds here was already counted before the checkpoint.
             self._adwin.update(0.0 if t == p else 1.0)
 
@@ -280,3 +368,15 @@ class PrequentialMetrics:
         total = sum(map(sum, state["confusion"]))
         if total != state["n"]:
             raise ValueError(f"confusion counts sum to {total}, but n is {state['n']}")
+
+
+def _guesses_and_losses(
+    probs: np.ndarray, y_true: Sequence[int] | np.ndarray
+) -> tuple[list[int], list[float]]:
+    """The most probable class and the log loss of the true one, per row of float64 ``probs``.
+
+    A row that overflowed to nan (an input far outside the data) is a wrong guess at the worst loss,
+    never a nan in the metrics."""
+    probs = np.nan_to_num(probs, nan=0.0)
+    p_true = np.maximum(probs[np.arange(len(y_true)), np.asarray(y_true, dtype=np.int64)], 1e-12)
+    return probs.argmax(axis=1).tolist(), (-np.log(p_true)).tolist()

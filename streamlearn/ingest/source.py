@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, OffsetOutOfRangeError
@@ -25,6 +27,11 @@ from streamlearn.ingest.kafka_options import client_options, tls_handshake_error
 from streamlearn.ingest.topics import create_topic
 
 log = logging.getLogger(__name__)
+
+#: records taken from kafka-python per poll of it: all it holds. It sends the next fetch only once its
+#: buffer is empty, so draining it at once puts the fetch on the wire while the daemon learns the
+#: records (kafka-python's IO thread reads the answer meanwhile); 100 at a time stalled once a fetch.
+DRAIN_RECORDS = 100_000
 
 
 class SourceError(StreamlearnError):
@@ -89,6 +96,8 @@ class KafkaSource:
         except KafkaError as exc:
             raise unreachable(cfg, bootstrap_servers, exc) from exc
         self.partitions: list[TopicPartition] = []
+        # Drained from kafka-python, not yet handed out (kafka.max_poll_records at a time).
+        self._drained: deque[tuple[TopicPartition, Any]] = deque()
 
     def assign(self, timeout_s: float = 30.0) -> list[TopicPartition]:
         """Assign the configured partitions of the topic (all of them by default)."""
@@ -108,12 +117,14 @@ class KafkaSource:
                 f"topic {self.cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}"
             )
         self.partitions = [TopicPartition(self.cfg.topic, p) for p in wanted]
+        self._drained.clear()
         self.consumer.assign(self.partitions)
         return self.partitions
 
     def seek(self, checkpointed: Mapping[str, int], *, group_commit: bool = True) -> dict[str, str]:
         """Start each partition at the checkpoint's offset, else the group's commit (unless
         ``group_commit`` is False: a fleet never reads it), else the reset policy."""
+        self._drained.clear()
         origin = {}
         for tp in self.partitions:
             key = offset_key(tp)
@@ -140,15 +151,21 @@ class KafkaSource:
                 origin[key] = "end (auto_offset_reset=latest)"
         return origin
 
-    def poll(self, timeout_ms: int) -> Iterable[tuple[TopicPartition, object]]:
-        try:
-            batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.cfg.max_poll_records)
-        except OffsetOutOfRangeError as exc:  # real Kafka: the fetch position left the log
-            offsets = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-            raise OffsetOutOfRange(offsets, "the broker says this offset is out of range") from None
-        for tp in sorted(batches, key=lambda t: t.partition):
-            for rec in batches[tp]:
-                yield tp, rec
+    def poll(self, timeout_ms: int) -> Iterable[tuple[TopicPartition, Any]]:
+        """Up to ``kafka.max_poll_records`` records in offset order per partition, waiting up to
+        ``timeout_ms`` for some when none is drained yet. Records not taken stay for the next poll
+        (a seek or reset drops them)."""
+        drained = self._drained
+        if not drained:
+            try:
+                batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=DRAIN_RECORDS)
+            except OffsetOutOfRangeError as exc:  # real Kafka: the fetch position left the log
+                offsets = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+                raise OffsetOutOfRange(offsets, "the broker says this offset is out of range") from None
+            for tp in sorted(batches, key=lambda t: t.partition):
+                drained.extend((tp, rec) for rec in batches[tp])
+        for _ in range(min(len(drained), self.cfg.max_poll_records)):
+            yield drained.popleft()
 
     def commit(self, offsets: Mapping[TopicPartition, int], timeout_ms: int = 5000) -> bool:
         """Commit synchronously; False (logged) if the broker refused or did not answer in time —
@@ -193,6 +210,8 @@ class KafkaSource:
 
     def reset(self, tp: TopicPartition, policy: str) -> int:
         """Apply kafka.offset_out_of_range (earliest or latest) to one partition; returns the position."""
+        kept = [(part, rec) for part, rec in self._drained if part != tp]  # read from the old log
+        self._drained = deque(kept)
         hw = self.consumer.highwater(tp)
         if policy == "earliest":
             self.consumer.seek_to_beginning(tp)

@@ -258,3 +258,53 @@ def test_adwin_stays_quiet_on_a_stationary_stream(seed: int) -> None:
     m = PrequentialMetrics(n_classes=2)
     assert m.update_many(*errors_at_rates([0.05], 2000, seed=seed)) == 0
     assert m.drifts == 0
+
+
+# -- queued outcomes (the daemon's path) ----------------------------------------------------------
+
+
+def _probabilities(y_true: list[int], y_pred: list[int], n_classes: int, seed: int) -> np.ndarray:
+    """Rows whose most probable class is ``y_pred`` (float32, as a model's softmax)."""
+    rng = np.random.default_rng(seed)
+    probs = rng.random((len(y_true), n_classes)) * 0.5
+    probs[np.arange(len(y_pred)), y_pred] = 1.0
+    return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 10])
+def test_queued_outcomes_equal_recording_each_at_once(batch: int) -> None:
+    # Two tasks, a drift in the middle, a nan row, micro-batches that straddle the 256 flush.
+    y_true, y_pred = errors_at_rates([0.05, 0.6], 700, seed=1)
+    probs = _probabilities(y_true, y_pred, 2, seed=1)
+    probs[5] = np.nan
+    at_once, queued = PrequentialMetrics(n_classes=2, window=50), PrequentialMetrics(n_classes=2, window=50)
+    seen_now: list[tuple[int, float]] = []
+    seen_queued: list[tuple[int, float]] = []
+    queued.on_drift = lambda n, rolling: seen_queued.append((n, rolling))
+    for i in range(0, len(y_true), batch):
+        task = 0 if i < 700 else 1
+        rows, labels = probs[i : i + batch], y_true[i : i + batch]
+        if at_once.update_from_probabilities(rows, labels, task):
+            seen_now.append((at_once.n, at_once.rolling_accuracy))
+        queued.add_probabilities(rows, labels, task)
+        if i % 97 == 0:  # any read records what is queued: reads in between change nothing
+            assert queued.n == at_once.n
+    assert queued.snapshot() == at_once.snapshot()
+    assert queued.state_dict() == at_once.state_dict()
+    assert len(seen_queued) == queued.drifts >= 1
+    if batch == 1:  # per example, the moment of detection is exactly the synchronous one
+        assert seen_queued == seen_now
+
+
+def test_queued_outcomes_are_dropped_by_a_restore_and_checked_when_queued() -> None:
+    m = PrequentialMetrics(n_classes=3)
+    m.update_many([0, 1], [0, 1])
+    state = m.state_dict()
+    m.add_probabilities(np.eye(3, dtype=np.float32), [0, 1, 2], task=1)
+    m.load_state_dict(state)  # a rollback: what was queued after the state is gone, as if recorded
+    assert (m.n, m.task_counts) == (2, {})
+    with pytest.raises(ValueError, match="outside"):
+        m.add_probabilities(np.eye(3, dtype=np.float32), [0, 1, 3])
+    with pytest.raises(ValueError, match="shape"):
+        m.add_probabilities(np.eye(3, dtype=np.float32), [0, 1])
+    assert m.n == 2

@@ -21,6 +21,7 @@ from streamlearn.ingest.decode import (
     REASONS,
     Decoder,
     Example,
+    Parsed,
     Rejection,
     encode_example,
     message_json_schema,
@@ -76,15 +77,65 @@ def test_string_labels_and_tasks_get_indices_in_order_of_first_appearance() -> N
     assert dec.tasks.name(1) == "night"
 
 
-def test_messages_with_and_without_the_letter_e_decode_alike() -> None:
-    # Two conversion paths: without an "e" in the bytes no boolean can be present, so the type
-    # scan is skipped. Both must give the same array.
+def test_messages_with_and_without_a_boolean_literal_decode_alike() -> None:
+    # Two conversion paths: without the bytes "true"/"false" no boolean can be present, so the
+    # type scan is skipped. Both must give the same array, and a boolean in x is still refused.
     dec = _decoder()
-    scanned = _ok(dec.decode(b'{"x":[0.1,2,-3.5,4e-7],"y":1}'))  # the exponent's "e"
+    scanned = _ok(dec.decode(b'{"x":[0.1,2,-3.5,4e-7],"y":1,"id":"false"}'))  # scanned: "false"
     fast = _ok(dec.decode(b'{"x":[0.1,2,-3.5,0.0000004],"y":1}'))
+    exponent = _ok(dec.decode(b'{"x":[0.1,2,-3.5,4e-7],"y":1}'))  # an "e" no longer forces the scan
     np.testing.assert_array_equal(scanned.x, fast.x)
+    np.testing.assert_array_equal(exponent.x, fast.x)
     np.testing.assert_array_equal(fast.x, np.array([0.1, 2, -3.5, 4e-7], dtype=np.float32))
     assert _ok(dec.decode(b'{"x":[1,2,3,4],"y":1,"id":"true"}')).id == "true"
+    for literal in (b"true", b"false"):
+        bad = dec.decode(b'{"x":[1,2,3,' + literal + b'],"y":1}')
+        assert isinstance(bad, Rejection) and bad.reason == "bad_x", bad
+
+
+def test_parsing_a_poll_first_then_finishing_in_order_equals_decoding_one_by_one() -> None:
+    # The daemon parses a poll's messages in one go and finishes them in order: the maps (which
+    # decide label_capacity_exceeded, label_type_mismatch and the indices) see the same order.
+    stream = [
+        _msg(x=[1] * N, y="cat", task="day"),
+        _msg(x=[1] * N, y="dog"),
+        b"not json",
+        _msg(x=[1, 2, 3], y="cat"),  # wrong_length: refused by parse, before the label
+        _msg(x=[1] * N, y="emu", task=3),  # bad_task after a string task: refused by finish
+        _msg(x=[1] * N, y="emu"),  # the third label: the map is full (capacity 3) only after it
+        _msg(x=[1] * N, y="fox"),
+        _msg(x=[1] * N, y=1),  # label_type_mismatch
+        _msg(x=[1] * N, y="dog", task="night"),
+        None,
+    ]
+    one, two = _decoder(capacity=3), _decoder(capacity=3)  # a decoder per side
+    one_by_one = [one.decode(raw) for raw in stream]
+    parsed = [two.parse(raw) for raw in stream]
+    empty = (_decoder(capacity=3).labels.state_dict(), _decoder().tasks.state_dict())
+    assert (two.labels.state_dict(), two.tasks.state_dict()) == empty  # parsing writes no map
+    finished = [two.finish(p) if isinstance(p, Parsed) else p for p in parsed]
+    assert [type(r) for r in finished] == [type(r) for r in one_by_one]
+    for a, b in zip(one_by_one, finished, strict=True):
+        if isinstance(a, Rejection):
+            assert a == b
+        else:
+            assert isinstance(b, Example)
+            assert (a.y, a.label, a.task, a.id, a.ts) == (b.y, b.label, b.task, b.id, b.ts)
+            np.testing.assert_array_equal(a.x, b.x)
+    assert [r.reason for r in finished if isinstance(r, Rejection)] == [
+        "not_json",
+        "wrong_length",
+        "bad_task",
+        "label_capacity_exceeded",
+        "label_type_mismatch",
+        "empty",
+    ]
+    assert two.labels.names() == ["cat", "dog", "emu"]
+    assert (two.tasks.name(0), two.tasks.name(1)) == ("day", "night")
+    assert (two.labels.state_dict(), two.tasks.state_dict()) == (
+        one.labels.state_dict(),
+        one.tasks.state_dict(),
+    )
 
 
 def test_a_leading_utf8_byte_order_mark_is_skipped() -> None:

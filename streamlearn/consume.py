@@ -1,0 +1,164 @@
+"""The daemon's data path: one poll's messages → decoded, dead-lettered or batched → tested, then learned.
+
+Per message: decode and validate (a bad one goes to the dead-letter topic with its reason), collect
+valid examples into micro-batches of the learner's size (a task change closes a batch early);
+predict each batch with the current model *before* learning it (prequential), then learn.
+
+This runs once per example (MER, ER and SGD learn micro-batches of one), so everything besides the
+learner is kept to a few microseconds an example: a poll's messages are parsed in one go (the JSON
+parser stays in cache; ~2x cheaper than between two learning steps) and finished in order, the
+prequential metrics are queued and recorded in bulk
+(:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), the consumed
+count is added once per poll, and a one-example batch is a view, not a copy. The ``--breakdown`` of
+``benchmarks/daemon_throughput.py`` measures what each step costs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import torch
+from kafka import TopicPartition
+
+from streamlearn.delivery import Pending
+from streamlearn.guard.hooks import GuardHooks
+from streamlearn.ingest.deadletter import DeadLetterSink
+from streamlearn.ingest.decode import Decoder, Example, Parsed, Rejection
+from streamlearn.ingest.source import KafkaSource, offset_key
+from streamlearn.learners import UpdateStats
+from streamlearn.metrics import LearnerMetrics
+from streamlearn.model_state import ModelState
+from streamlearn.serving.publisher import Publisher
+
+log = logging.getLogger("streamlearn.daemon")  # the daemon's lines, under the daemon's logger
+
+
+class TestThenTrain:
+    """Handles what the source returns: every message ends learned, pending or dead-lettered.
+
+    Owns the micro-batch being collected (``pending``) and ``next_offset``, the offset after the
+    last message handled per partition; the daemon checkpoints ``pending.safe_offsets(next_offset)``.
+    ``publisher`` (set by the daemon once serving) is handed the model every ``serve.publish_every``
+    updates. Single-threaded, like the daemon's loop.
+    """
+
+    __test__ = False  # not a pytest class, whatever its name says
+
+    def __init__(
+        self,
+        model: ModelState,
+        decoder: Decoder,
+        prom: LearnerMetrics,
+        guard: GuardHooks,
+        *,
+        batch_size: int,
+        max_examples: int | None,
+        publish_every: int,
+        stop: threading.Event,
+    ) -> None:
+        self.model = model
+        self.decoder = decoder
+        self.prom = prom
+        self.guard = guard
+        self.batch_size = batch_size
+        self.max_examples = max_examples
+        self.publish_every = publish_every
+        self.stop = stop
+        self.pending = Pending()
+        self.next_offset: dict[TopicPartition, int] = {}
+        self.publisher: Publisher | None = None
+        self.sink: DeadLetterSink | None = None
+        #: (monotonic time, learned) before the first batch of this run and after the last one
+        self.first_learn: tuple[float, int] | None = None
+        self.last_learn: tuple[float, int] | None = None
+        model.prequential.on_drift = self._drifted
+
+    def max_examples_reached(self) -> bool:
+        return self.max_examples is not None and self.model.learner.examples >= self.max_examples
+
+    def consume(self, source: KafkaSource, sink: DeadLetterSink, timeout_ms: int) -> None:
+        """One poll: handle every record, learning each micro-batch as soon as it is full.
+
+        Raises ``OffsetOutOfRange`` (the daemon applies ``kafka.offset_out_of_range``)."""
+        self.sink = sink
+        pending, examples, next_offset = self.pending, self.pending.examples, self.next_offset
+        parse, finish, batch_size = self.decoder.parse, self.decoder.finish, self.batch_size
+        records = list(source.poll(timeout_ms))
+        # Parse them all first (no map is read: the same results), then finish each in order.
+        parsed = [parse(rec.value) for _, rec in records]
+        consumed = 0
+        try:
+            for (tp, rec), first in zip(records, parsed, strict=True):
+                consumed += 1
+                raw = rec.value
+                result = finish(first) if type(first) is Parsed else first
+                if type(result) is Example:
+                    # A task change closes the batch: a micro-batch belongs to one task.
+                    if examples and result.task != examples[0].task:
+                        self.learn_pending()
+                    pending.add(result, tp, rec.offset, raw)
+                else:
+                    assert isinstance(result, Rejection)
+                    self._reject(sink, tp, rec.offset, raw, result)
+                next_offset[tp] = rec.offset + 1
+                if len(examples) >= batch_size:
+                    self.learn_pending()
+                    if self.max_examples_reached():
+                        self.stop.set()
+                    if self.stop.is_set():
+                        break
+            else:  # every fetched record handled: our positions are the consumer's
+                source.check_range(next_offset)
+        finally:
+            if consumed:
+                self.prom.consumed.inc(consumed)
+
+    def _reject(
+        self, sink: DeadLetterSink, tp: TopicPartition, offset: int, raw: bytes, why: Rejection
+    ) -> None:
+        sink.send(
+            raw, reason=why.reason, detail=why.detail, topic=tp.topic, partition=tp.partition, offset=offset
+        )
+        self.prom.rejected.labels(reason=why.reason).inc()
+        log.debug("rejected %s@%d: %s (%s)", offset_key(tp), offset, why.reason, why.detail)
+
+    def learn_pending(self) -> None:
+        """Test the pending micro-batch with the current model, learn it, score it, clear it."""
+        t0 = time.perf_counter()
+        batch = self.pending.examples
+        learner = self.model.learner
+        # A one-example batch is a view (MER, ER and SGD learn one at a time); from_numpy costs a
+        # third of torch.tensor.
+        x = torch.from_numpy(batch[0].x[None] if len(batch) == 1 else np.stack([e.x for e in batch]))
+        labels = [e.y for e in batch]
+        y = torch.from_numpy(np.array(labels, dtype=np.int64))
+        task = batch[0].task
+        probs = learner.predict_proba(x)  # test first (the served champion too, gate on) ...
+        champion_probs = self.model.guard.champion_predict(x)
+        if self.first_learn is None:
+            self.first_learn = (time.monotonic(), learner.examples)
+        stats = learner.learn(x, y, task=task)  # ... then train
+        if stats.undone is not None:
+            assert self.sink is not None
+            self.guard.dead_letter_undone(self.sink, self.pending, stats.undone, self.prom)
+        else:
+            # Prequential metrics of the batch, from the predictions made before learning it.
+            self.model.prequential.add_probabilities(probs.numpy(), labels, task)
+            self.guard.learned(probs, champion_probs, y, task, self.pending.sources)
+            self._observe_update(stats, time.perf_counter() - t0)
+        self.pending.clear()
+        self.last_learn = (time.monotonic(), self.model.learner.examples)
+
+    def _drifted(self, n: int, rolling_accuracy: float) -> None:
+        self.prom.drifts.inc()
+        log.warning("drift detected by ADWIN after %d examples (rolling accuracy %.3f)", n, rolling_accuracy)
+
+    def _observe_update(self, stats: UpdateStats, seconds: float) -> None:
+        self.prom.observe_update(stats, seconds)
+        guard, publisher = self.model.guard, self.publisher  # gate on: publish each promotion
+        due = guard.enabled or self.model.learner.updates % self.publish_every == 0
+        if publisher is not None and due and guard.served_version != publisher.published_version:
+            publisher.publish_model(guard.served_version)
