@@ -113,9 +113,10 @@ class Learner:
         that one. The compiled (numba) path is opt-in for now: it is about 3x faster, but compiling
         costs 14-27 s at a process's first start (cached on disk after, which a read-only pod
         loses), and on one seed its float32 rounding moves the benchmark's RA by up to 0.01 (as a
-        1e-7 nudge of the initial weights does on the numpy path; over 3 seeds the means agree). ``possible`` False rules the lean paths out for a reason of the
-        learner's own (La-MAML's second-order updates need autograd). "device", and None on a
-        non-CPU device, take the device path (any module, any device; see ``device_path.py``).
+        1e-7 nudge of the initial weights does on the numpy path; over 3 seeds the means agree).
+        ``possible`` False rules the lean paths out for a reason of the learner's own (La-MAML's
+        second-order updates need autograd). "device", and None on a non-CPU device, take the
+        device path (any module, any device; see ``device_path.py``).
         """
         if fast_path in ("device", "cuda_graph") or (fast_path is None and self.device.type != "cpu"):
             if fast_path == "cuda_graph" and self.device.type != "cuda":
