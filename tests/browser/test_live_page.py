@@ -21,10 +21,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from streamlearn.config import load_config_dict
 from streamlearn.daemon import Daemon
 from streamlearn.produce import produce, stream_messages
 from tests.integration.test_daemon import make_config
+from tests.integration.test_serving import running
 
 pytestmark = pytest.mark.integration
 
@@ -55,27 +55,8 @@ def learning_daemon(
         checkpoint={"every_seconds": 2.0},
     )
     produce([b"not json", b'{"x": [1], "y": "one"}'], broker.bootstrap_servers, topic, progress=None)
-    feeder = threading.Thread(
-        target=produce,
-        args=(named_stream(n_tasks), broker.bootstrap_servers, topic),
-        kwargs={"rate": rate, "progress": None},
-        daemon=True,
-    )
-    feeder.start()
-    daemon = Daemon(load_config_dict(cfg, "test"))
-    runner = threading.Thread(target=daemon.run)
-    runner.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not (daemon.serve_port and daemon.ready.is_set()) and runner.is_alive():
-            assert time.monotonic() < deadline, "daemon did not become ready"
-            time.sleep(0.05)
+    with running(cfg, named_stream(n_tasks), broker.bootstrap_servers, topic, rate=rate) as daemon:
         yield daemon
-    finally:
-        daemon.request_stop()
-        runner.join(timeout=60)
-        feeder.join(timeout=60)
-    assert not runner.is_alive()
 
 
 def learner_values(port: int) -> tuple[float, float]:

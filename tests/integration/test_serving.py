@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,20 @@ def learning_daemon(
         checkpoint={"every_seconds": 1.0},
     )
     produce(BAD, broker.bootstrap_servers, topic, progress=None)
+    stream = stream_messages("rotated-mnist-10k", n_tasks)
+    with running(cfg, stream, broker.bootstrap_servers, topic, rate=rate) as daemon:
+        yield daemon, cfg
+
+
+@contextlib.contextmanager
+def running(
+    cfg: dict[str, Any], messages: Iterable[Any], bootstrap: str, topic: str, *, rate: float
+) -> Iterator[Daemon]:
+    """A daemon on ``cfg``, in a thread, once it serves and is ready; ``messages`` are produced at
+    ``rate`` msg/s meanwhile. Stopped (and the producer joined) on exit."""
     feeder = threading.Thread(
         target=produce,
-        args=(stream_messages("rotated-mnist-10k", n_tasks), broker.bootstrap_servers, topic),
+        args=(messages, bootstrap, topic),
         kwargs={"rate": rate, "progress": None},
         daemon=True,
     )
@@ -81,11 +92,11 @@ def learning_daemon(
         while not (daemon.serve_port and daemon.ready.is_set()) and runner.is_alive():
             assert time.monotonic() < deadline, "daemon did not become ready"
             time.sleep(0.05)
-        yield daemon, cfg
+        yield daemon
     finally:
         daemon.request_stop()
         runner.join(timeout=60)
-        feeder.join(timeout=30)
+        feeder.join(timeout=60)
     assert not runner.is_alive()
 
 
