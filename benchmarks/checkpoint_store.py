@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,30 +82,37 @@ def start_moto(log_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
         time.sleep(0.1)
 
 
+@contextmanager
+def s3_bucket(tmp: Path, bucket: str) -> Iterator[str]:
+    """moto_server on loopback with ``bucket`` created, and this process's AWS variables pointing at
+    it (so every boto3 client, and a child process started meanwhile, uses it); stopped on exit."""
+    endpoint, proc = start_moto(tmp / "moto.log")
+    try:
+        os.environ.update(
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ckpt-bench-") as tmp:
-        endpoint, proc = start_moto(Path(tmp) / "moto.log")
-        try:
-            os.environ.update(
-                AWS_ENDPOINT_URL=endpoint,
-                AWS_ACCESS_KEY_ID="bench",
-                AWS_SECRET_ACCESS_KEY="bench",
-                AWS_DEFAULT_REGION="us-east-1",
-            )
-            os.environ.pop("AWS_PROFILE", None)
-            boto3.client("s3").create_bucket(Bucket="bench")
-            state, capacity = full_mer_state(str(Path(tmp) / "local"))
-            local_store = CheckpointStore(Path(tmp) / "local", keep=3)
-            local = measure(local_store, state, args.repeats)
-            s3 = measure(CheckpointStore("s3://bench/ckpt", keep=3), state, args.repeats)
-            nbytes = local_store.list()[-1].path.stat().st_size
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with tempfile.TemporaryDirectory(prefix="ckpt-bench-") as tmp, s3_bucket(Path(tmp), "bench"):
+        state, capacity = full_mer_state(str(Path(tmp) / "local"))
+        local_store = CheckpointStore(Path(tmp) / "local", keep=3)
+        local = measure(local_store, state, args.repeats)
+        s3 = measure(CheckpointStore("s3://bench/ckpt", keep=3), state, args.repeats)
+        nbytes = local_store.list()[-1].path.stat().st_size
     result = {
         "checkpoint_bytes": nbytes,
         "buffer_capacity": capacity,

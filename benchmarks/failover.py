@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-import boto3
 import yaml
-from checkpoint_store import full_mer_state, measure, start_moto  # benchmarks/ is sys.path[0]
+from checkpoint_store import full_mer_state, measure, s3_bucket  # benchmarks/ is sys.path[0]
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn.checkpoint import CheckpointStore
@@ -141,22 +140,13 @@ def main() -> int:
     t_start = time.monotonic()
     per_round = args.lease_seconds * 1.5 + 15  # takeover + restart of the killed one + some learning
     n = int(args.rate * (per_round * args.failovers + 30))
-    with tempfile.TemporaryDirectory(prefix="failover-") as tmp, EmbeddedBroker(log_dir=Path(tmp)) as broker:
-        endpoint, moto = start_moto(Path(tmp) / "moto.log")
-        try:
-            os.environ.update(
-                AWS_ENDPOINT_URL=endpoint,
-                AWS_ACCESS_KEY_ID="bench",
-                AWS_SECRET_ACCESS_KEY="bench",
-                AWS_DEFAULT_REGION="us-east-1",
-            )
-            os.environ.pop("AWS_PROFILE", None)
-            boto3.client("s3").create_bucket(Bucket="fleet")
-            result = run(args, broker.bootstrap_servers, Path(tmp), n, t_start)
-            result["checkpoint_mer"] = checkpoint_ratios(Path(tmp), args.checkpoint_rounds)
-        finally:
-            moto.terminate()
-            moto.wait(timeout=10)
+    with (
+        tempfile.TemporaryDirectory(prefix="failover-") as tmp,
+        EmbeddedBroker(log_dir=Path(tmp)) as broker,
+        s3_bucket(Path(tmp), "fleet"),
+    ):
+        result = run(args, broker.bootstrap_servers, Path(tmp), n, t_start)
+        result["checkpoint_mer"] = checkpoint_ratios(Path(tmp), args.checkpoint_rounds)
     result["wall_s"] = time.monotonic() - t_start
     report(result)
     if args.json:
