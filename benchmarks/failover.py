@@ -36,7 +36,7 @@ from typing import Any
 from urllib.request import urlopen
 
 import yaml
-from checkpoint_store import full_mer_state, measure, s3_bucket  # benchmarks/ is sys.path[0]
+from checkpoint_store import checkpoint_ratios, full_mer_state, s3_bucket  # benchmarks/ is sys.path[0]
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn.checkpoint import CheckpointStore
@@ -146,7 +146,7 @@ def main() -> int:
         s3_bucket(Path(tmp), "fleet"),
     ):
         result = run(args, broker.bootstrap_servers, Path(tmp), n, t_start)
-        result["checkpoint_mer"] = checkpoint_ratios(Path(tmp), args.checkpoint_rounds)
+        result["checkpoint_mer"] = mer_checkpoint_ratios(Path(tmp), args.checkpoint_rounds)
     result["wall_s"] = time.monotonic() - t_start
     report(result)
     if args.json:
@@ -154,24 +154,11 @@ def main() -> int:
     return 0
 
 
-def checkpoint_ratios(tmp: Path, rounds: int) -> dict[str, Any]:
-    """Save/restore of the full default MER checkpoint, local vs s3 (moto), in interleaved rounds
-    (local, s3, local, s3, …): the medians, and the median of the per-round ratios."""
+def mer_checkpoint_ratios(tmp: Path, rounds: int) -> dict[str, Any]:
+    """Save/restore of the full default MER checkpoint, local vs s3 (moto): ``checkpoint_store``'s."""
     state, _ = full_mer_state(str(tmp / "mer-local"))
     stores = {"local": CheckpointStore(tmp / "mer-local"), "s3_moto": CheckpointStore("s3://fleet/mer")}
-    times: dict[str, list[dict[str, float]]] = {k: [] for k in stores}
-    for _ in range(rounds):
-        for where, store in stores.items():
-            times[where].append(measure(store, state, 1))
-    out: dict[str, Any] = {
-        where: {k: statistics.median(t[k] for t in ts) for k in ("save_s", "restore_s")}
-        for where, ts in times.items()
-    }
-    for what in ("save", "restore"):
-        pairs = zip(times["s3_moto"], times["local"], strict=True)
-        out[f"{what}_ratio"] = statistics.median(s[f"{what}_s"] / loc[f"{what}_s"] for s, loc in pairs)
-    out["rounds"] = rounds
-    return out
+    return checkpoint_ratios(stores, state, rounds)
 
 
 def run(args: argparse.Namespace, bootstrap: str, tmp: Path, n: int, t_start: float) -> dict[str, Any]:

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: dead-letter reason of the messages of an update the non-finite guard undid (learners/undo.py)
 NON_FINITE_UPDATE = "non_finite_update"
+#: at a clean stop, how long to wait for old checkpoints still being deleted (object storage), so
+#: that exactly ``checkpoint.keep`` remain; a store that is down must not hold the exit for long
+REMOVALS_AT_STOP_S = 10.0
 
 
 @dataclass
@@ -138,6 +141,8 @@ class Checkpointer:
             log.error("checkpoint failed (learning continues, offsets not committed): %s", exc)
             return False
         self.last_time = time.time()
+        if reason == "stop" and not self.store.wait_for_removals(REMOVALS_AT_STOP_S):
+            log.warning("old checkpoints still being removed at stop: the next save removes them")
         fenced = broker_up and not self._may_commit()  # a deposed fleet member commits nothing
         committed = broker_up and not fenced and source.commit(offsets)
         self.commit_owed = None if committed else offsets

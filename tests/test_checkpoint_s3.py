@@ -68,6 +68,7 @@ def test_save_then_latest_round_trips_and_keeps_the_last_k(s3) -> None:
     store = ck.CheckpointStore(url, keep=2)
     for i in range(1, 5):
         store.save(state(i), examples=i * 100)
+    assert store.wait_for_removals(timeout=10)  # older ones are deleted on a thread, after save
     assert [c.examples for c in store.list()] == [300, 400]
     newest = "runs/ckpt/ckpt-000000000400-000004.slc"
     # pruning removed only checkpoints directly under the prefix, never other objects

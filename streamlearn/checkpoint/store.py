@@ -13,7 +13,8 @@ the storage — a local directory or an ``s3://bucket/prefix`` — the store gua
 - its SHA-256 is verified on read, and it is loaded with ``torch.load(weights_only=True)``;
 - ``latest`` returns the newest checkpoint that verifies: a corrupt or truncated newest one is
   logged and skipped, the previous one is used;
-- only the last ``keep`` are kept; leftovers of interrupted writes are removed at start.
+- only the last ``keep`` are kept (in object storage the older ones are deleted on a thread, off
+  ``save``'s path: see ``retention``); leftovers of interrupted writes are removed at start.
 
 The daemon commits Kafka offsets only after ``save`` returns, so the newest durable checkpoint
 and the committed offsets never disagree in the direction that loses examples.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from streamlearn.checkpoint.codec import decode, encode
+from streamlearn.checkpoint.retention import BackgroundRemover
 from streamlearn.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,14 @@ class CheckpointInfo:
     def order(self) -> tuple[int, int, int]:
         """Newest is greatest: a higher epoch wins, then more examples, then the later write."""
         return (self.epoch, self.examples, self.seq)
+
+
+def _parse(path: Path) -> CheckpointInfo | None:
+    """The checkpoint a listed entry is, by its name; None for anything else."""
+    m = _NAME.match(path.name)
+    if m is None:
+        return None
+    return CheckpointInfo(path, int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
 
 
 def epoch_of(name: str) -> int | None:
@@ -115,7 +125,9 @@ def read(path: str | Path) -> dict[str, Any]:
 class CheckpointStore:
     """Checkpoints in a directory or ``s3://bucket/prefix``, newest last; keeps the last ``keep``."""
 
-    def __init__(self, directory: str | Path, keep: int = 3) -> None:
+    def __init__(
+        self, directory: str | Path, keep: int = 3, *, background_removal: bool | None = None
+    ) -> None:
         self.storage = open_storage(directory)
         self.dir = self.storage.location
         self.keep = max(1, int(keep))
@@ -126,6 +138,11 @@ class CheckpointStore:
         #: the checkpoints in the location after this writer's last save: one learner writes a
         #: location, so later saves need no listing (one S3 LIST less per checkpoint)
         self._kept: list[CheckpointInfo] | None = None
+        #: object stores delete old checkpoints on a thread (a DELETE round trip each), so ``save``
+        #: returns once the new one is durable; a local unlink costs microseconds and stays inline
+        if background_removal is None:
+            background_removal = is_object_url(directory)
+        self._remover = BackgroundRemover() if background_removal else None
 
     def new_writer(self, epoch: int) -> None:
         """This process became the fleet's active learner at ``epoch``: name new checkpoints with it,
@@ -139,17 +156,17 @@ class CheckpointStore:
             entries = self.storage.list()
         except OSError as exc:
             raise CheckpointError(f"cannot list checkpoints in {self.dir}: {exc.strerror or exc}") from exc
-        found = []
-        for p in entries:
-            m = _NAME.match(p.name)
-            if m:
-                found.append(CheckpointInfo(p, int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)))
+        found = [info for info in map(_parse, entries) if info is not None]
         return sorted(found, key=lambda c: c.order)
 
     def save(self, state: dict[str, Any], examples: int) -> Path:
         """Write atomically and durably; raise CheckpointError (and leave older ones) on failure."""
         blob = encode(state)
         existing = self.list() if self._kept is None else self._kept
+        if self._remover is not None:  # removals that failed on the thread: tried again now
+            listed = {c.path.name for c in existing}
+            retry = [c for c in map(_parse, self._remover.take_failed()) if c is not None]
+            existing = [*existing, *(c for c in retry if c.path.name not in listed)]
         # seq disambiguates two checkpoints at the same example count (e.g. SIGTERM right after one)
         self._seq = max([self._seq, *[c.seq for c in existing if c.examples == examples]]) + 1
         seq = self._seq % 1_000_000
@@ -160,6 +177,11 @@ class CheckpointStore:
             raise CheckpointError(f"cannot write checkpoint in {self.dir}: {exc.strerror or exc}") from exc
         self._kept = self._prune([*existing, CheckpointInfo(path, examples, seq, self.epoch)])
         return path
+
+    def wait_for_removals(self, timeout: float | None = None) -> bool:
+        """Block until old checkpoints queued for removal are gone (at a clean stop, so that exactly
+        ``keep`` remain); False if ``timeout`` ran out. Immediate for a local directory."""
+        return self._remover is None or self._remover.wait(timeout)
 
     def remove_stale_temporaries(self) -> int:
         """Delete what interrupted writes left behind (temporary files, unfinished multipart uploads).
@@ -175,6 +197,9 @@ class CheckpointStore:
     def _prune(self, found: Iterable[CheckpointInfo]) -> builtins.list[CheckpointInfo]:
         """Remove all but the newest ``keep``; returns what is left (a failed removal stays listed)."""
         ordered = sorted(found, key=lambda c: c.order)
+        if self._remover is not None:
+            self._remover.submit(old.path for old in ordered[: -self.keep])
+            return ordered[-self.keep :]
         stuck = []
         for old in ordered[: -self.keep]:
             try:
