@@ -128,6 +128,36 @@ def test_an_abandoned_multipart_upload_is_aborted_at_start(s3) -> None:
     assert found is not None and found[1]["offsets"] == {"t:0": 5}
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_every_put_carries_the_signed_sha256_of_its_body(monkeypatch, scheme) -> None:
+    """Integrity in transit: the server refuses a body that does not match x-amz-content-sha256,
+    which is part of the signature. Over HTTPS botocore sends UNSIGNED-PAYLOAD instead whenever a
+    checksum header (Content-MD5, as this store used to send) is present, unless payload signing is
+    forced, as the client does. The request is the one botocore would send, seen just before it
+    goes out; the endpoint (a closed port) never answers."""
+    import hashlib
+
+    from streamlearn.checkpoint import s3 as s3_storage
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    use_endpoint(monkeypatch, f"{scheme}://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    prefix = s3_storage.S3Prefix("s3://bucket/p")
+    sent: list[dict[str, str]] = []
+    prefix.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
+    blob = os.urandom(4096)
+    with pytest.raises(OSError):
+        prefix.put("ckpt-000000000001-000001.slc", blob)
+    assert len(sent) == 1
+    headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in sent[0].items()}
+    assert headers["x-amz-content-sha256"] == hashlib.sha256(blob).hexdigest()
+    assert "x-amz-content-sha256" in headers["authorization"]  # signed, not just sent
+
+
 def test_a_store_that_is_down_fails_a_save_in_seconds(monkeypatch, tmp_path) -> None:
     with moto_server(tmp_path) as (endpoint, proc):
         use_endpoint(monkeypatch, endpoint)
