@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streamlearn.ingest.fastx import parse_fast
 from streamlearn.ingest.labels import LABEL_REASONS, MAX_TASK, LabelMap, TaskMap
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,9 @@ class Decoder:
                 return Rejection(
                     "empty", "the value is only a UTF-8 byte-order mark: there is no example in it"
                 )
+        fast = parse_fast(raw, self.n_inputs)  # x first, plain numbers: no Python float made
+        if fast is not None:
+            return Parsed(*fast)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
