@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -201,8 +202,12 @@ class StepClock:
     def _timed(self, step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         clock = self
 
+        main = threading.main_thread().ident
+
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != main:  # the parse-ahead worker: in parallel, not the loop's time
+                return fn(*args, **kwargs)
             clock._inner.append(0.0)
             t0 = time.perf_counter()
             try:

@@ -26,6 +26,7 @@ from kafka import TopicPartition
 from streamlearn.delivery import Pending
 from streamlearn.guard.hooks import GuardHooks
 from streamlearn.ingest.deadletter import DeadLetterSink
+from streamlearn.ingest.parse_ahead import ParseAhead
 from streamlearn.ingest.decode import Decoder, Example, Parsed, Rejection
 from streamlearn.ingest.source import KafkaSource, offset_key
 from streamlearn.learners import UpdateStats
@@ -42,7 +43,8 @@ class TestThenTrain:
     Owns the micro-batch being collected (``pending``) and ``next_offset``, the offset after the
     last message handled per partition; the daemon checkpoints ``pending.safe_offsets(next_offset)``.
     ``publisher`` (set by the daemon once serving) is handed the model every ``serve.publish_every``
-    updates. Single-threaded, like the daemon's loop.
+    updates. Runs on the daemon's thread; only the parsing of the next poll's records runs on a
+    worker (:mod:`streamlearn.ingest.parse_ahead`), and :meth:`close` stops it.
     """
 
     __test__ = False  # not a pytest class, whatever its name says
@@ -58,6 +60,7 @@ class TestThenTrain:
         max_examples: int | None,
         publish_every: int,
         stop: threading.Event,
+        max_poll_records: int = 100,
     ) -> None:
         self.model = model
         self.decoder = decoder
@@ -75,6 +78,14 @@ class TestThenTrain:
         self.first_learn: tuple[float, int] | None = None
         self.last_learn: tuple[float, int] | None = None
         model.prequential.on_drift = self._drifted
+        #: parses the next poll's records on a worker thread (started by the first poll; close())
+        self.ahead = ParseAhead(decoder.parse)
+        #: how many records ahead it parses: a poll's worth
+        self.decoder_ahead = max_poll_records
+
+    def close(self) -> None:
+        """Stop the parse-ahead worker (a later consume starts it again)."""
+        self.ahead.close()
 
     def max_examples_reached(self) -> bool:
         return self.max_examples is not None and self.model.learner.examples >= self.max_examples
@@ -85,10 +96,12 @@ class TestThenTrain:
         Raises ``OffsetOutOfRange`` (the daemon applies ``kafka.offset_out_of_range``)."""
         self.sink = sink
         pending, examples, next_offset = self.pending, self.pending.examples, self.next_offset
-        parse, finish, batch_size = self.decoder.parse, self.decoder.finish, self.batch_size
+        finish, batch_size = self.decoder.finish, self.batch_size
         records = list(source.poll(timeout_ms))
-        # Parse them all first (no map is read: the same results), then finish each in order.
-        parsed = [parse(rec.value) for _, rec in records]
+        # Parse them all first (no map is read: the same results), then finish each in order; the
+        # worker has parsed most of them already while the last poll's examples were learned.
+        parsed = self.ahead.parse_all([rec for _, rec in records])
+        self.ahead.submit([rec for _, rec in source.peek(self.decoder_ahead)])
         consumed = 0
         try:
             for (tp, rec), first in zip(records, parsed, strict=True):

@@ -47,6 +47,13 @@ _INV_POW10 = np.array([float(f"1e-{k}") for k in range(61)], dtype=np.float64)
 _WS = (0x20, 0x09, 0x0A, 0x0D)
 
 
+def _skip_blanks(buf: Any, i: int, n: int) -> int:  # pragma: no cover - compiled
+    """The index of the first byte from ``i`` on that is not JSON whitespace (or ``n``)."""
+    while i < n and buf[i] <= 0x20 and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
+        i += 1
+    return i
+
+
 def _float32_sure(value: float, f: Any) -> bool:  # pragma: no cover - compiled
     """Whether every double within 8 units in the last place of ``value`` (>= 0) rounds to the
     float32 ``f`` that ``value`` rounds to (rounding is monotonic: checking both ends is enough);
@@ -62,31 +69,26 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
     n = buf.shape[0]
     i = 0
     # {  "x"  :  [
-    while i < n and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
-        i += 1
+    i = _skip_blanks(buf, i, n)
     if i + 4 > n or buf[i] != 0x7B:  # {
         return -1
     i += 1
-    while i < n and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
-        i += 1
+    i = _skip_blanks(buf, i, n)
     if i + 3 > n or buf[i] != 0x22 or buf[i + 1] != 0x78 or buf[i + 2] != 0x22:  # "x"
         return -1
     i += 3
-    while i < n and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
-        i += 1
+    i = _skip_blanks(buf, i, n)
     if i >= n or buf[i] != 0x3A:  # :
         return -1
     i += 1
-    while i < n and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
-        i += 1
+    i = _skip_blanks(buf, i, n)
     if i >= n or buf[i] != 0x5B:  # [
         return -1
     i += 1
     want = out.shape[0]
     count = 0
     while True:
-        while i < n and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
-            i += 1
+        i = _skip_blanks(buf, i, n)
         if i >= n or count >= want:  # more values than the model has inputs: wrong_length
             return -1
         # one JSON number: -? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?
@@ -148,26 +150,27 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
         if e10 < -60 or e10 > 40:
             return -1
         # digits × 10^e10, then float32. Exactly the double orjson reads where the digits and the
-        # power of ten are exact and one multiplication rounds (Clinger); otherwise (more digits, a
-        # negative or large power: multiplied by an inexact 10^k, cheaper than dividing) within ~2
-        # units in the last place of it, which rounds to the same float32 unless _float32_sure
-        # says it may not.
+        # power of ten are exact and one operation rounds (Clinger); otherwise (more digits, a
+        # large power: multiplied by an inexact 10^k) within ~2 units in the last place of it,
+        # which rounds to the same float32 unless _float32_sure says it may not.
         value = float(mant)
-        if e10 > 0:
-            value = value * pow10[e10]
-        elif e10 < 0:
-            value = value * inv_pow10[-e10]
-        f = np.float32(value)
+        if mant == 0:
+            f = np.float32(0.0)
+        elif sig <= 15 and -22 <= e10 <= 22:
+            value = value * pow10[e10] if e10 >= 0 else value / pow10[-e10]
+            f = np.float32(value)
+        else:
+            value = value * pow10[e10] if e10 >= 0 else value * inv_pow10[-e10]
+            f = np.float32(value)
+            if not _float32_sure(value, f):
+                return -1
         if not np.isfinite(f):  # beyond float32: non_finite, named by the general path
-            return -1
-        if (sig > 15 or e10 < 0 or e10 > 22) and not _float32_sure(value, f):
             return -1
         if neg and (is_float or mant != 0):  # an integer -0 is the int 0: +0.0
             f = -f
         out[count] = f
         count += 1
-        while i < n and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
-            i += 1
+        i = _skip_blanks(buf, i, n)
         if i >= n:
             return -1
         if buf[i] == 0x2C:  # ,
@@ -179,8 +182,7 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
     if count != want:
         return -1
     i += 1
-    while i < n and (buf[i] == 0x20 or buf[i] == 0x09 or buf[i] == 0x0A or buf[i] == 0x0D):
-        i += 1
+    i = _skip_blanks(buf, i, n)
     if i >= n:
         return -1
     if buf[i] == 0x7D:  # }: x was the only key
@@ -189,8 +191,7 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
         return -1
     i += 1
     j = i  # a key must follow: "{" + "}" would hide a trailing comma
-    while j < n and (buf[j] == 0x20 or buf[j] == 0x09 or buf[j] == 0x0A or buf[j] == 0x0D):
-        j += 1
+    j = _skip_blanks(buf, i, n)
     if j >= n or buf[j] != 0x22:
         return -1
     return i
@@ -199,7 +200,8 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
 if njit is None:
     _scan_compiled = None
 else:
-    _float32_sure = njit(**_JIT)(_float32_sure)
+    _skip_blanks = njit(inline="always", **_JIT)(_skip_blanks)
+    _float32_sure = njit(inline="always", **_JIT)(_float32_sure)
     _scan_compiled = njit(**_JIT)(_scan)
 
 

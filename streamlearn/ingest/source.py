@@ -11,6 +11,7 @@ The position the daemon checkpoints is "the offset after the last message that i
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -175,6 +176,11 @@ class KafkaSource:
                 drained.extend((tp, rec) for rec in batches[tp])
         for _ in range(min(len(drained), self.cfg.max_poll_records)):
             yield drained.popleft()
+
+    def peek(self, n: int) -> list[tuple[TopicPartition, Any]]:
+        """The next ``n`` records the following polls hand out, as far as they are drained now
+        (a seek or reset may still drop them)."""
+        return list(itertools.islice(self._drained, n))
 
     def commit(self, offsets: Mapping[TopicPartition, int], timeout_ms: int = 5000) -> bool:
         """Commit synchronously; False (logged) if the broker refused or did not answer in time —
