@@ -26,8 +26,8 @@ from kafka import TopicPartition
 from streamlearn.delivery import Pending
 from streamlearn.guard.hooks import GuardHooks
 from streamlearn.ingest.deadletter import DeadLetterSink
-from streamlearn.ingest.parse_ahead import ParseAhead
 from streamlearn.ingest.decode import Decoder, Example, Parsed, Rejection
+from streamlearn.ingest.parse_ahead import ParseAhead
 from streamlearn.ingest.source import KafkaSource, offset_key
 from streamlearn.learners import UpdateStats
 from streamlearn.metrics import LearnerMetrics

@@ -26,6 +26,7 @@ orjson, so +0.0 here too; ``-0.0`` is a float, -0.0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,8 +36,10 @@ try:  # numba is a dependency, but the general path must work where it does not 
     from numba import njit
 
     from streamlearn.learners.compiled_jit import _JIT
+
+    _NUMBA = True
 except ImportError:  # pragma: no cover - exercised only without numba
-    njit = None
+    _NUMBA = False
 
 #: powers of ten as the nearest doubles (exact up to 10**22), and their inverses: decimal exponents
 #: from -60 (a float32 rounds even 10**18 × 10**-60 to 0) to 40 (10**40 is past float32's range)
@@ -62,7 +65,7 @@ def _float32_sure(value: float, f: Any) -> bool:  # pragma: no cover - compiled
     return np.float32(value - margin) == f and np.float32(value + margin) == f
 
 
-def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no cover - compiled; tests call it
+def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no cover - compiled
     """Read ``{"x":[...]`` from the start of ``buf`` into ``out`` (all of it, no more); where the
     rest of the object starts: the byte after the comma (a ``"`` must follow, after blanks) or the
     closing ``}``. -1: not this layout, or not sure (the general path decides)."""
@@ -197,11 +200,10 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
     return i
 
 
-if njit is None:
-    _scan_compiled = None
-else:
-    _skip_blanks = njit(inline="always", **_JIT)(_skip_blanks)
-    _float32_sure = njit(inline="always", **_JIT)(_float32_sure)
+_scan_compiled: Callable[..., int] | None = None
+if _NUMBA:
+    _skip_blanks = njit(**_JIT)(_skip_blanks)
+    _float32_sure = njit(**_JIT)(_float32_sure)
     _scan_compiled = njit(**_JIT)(_scan)
 
 

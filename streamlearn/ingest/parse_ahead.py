@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class _Job:
     """Records to parse ahead, and the results so far (record, result) by ``id(record)``."""
 
-    __slots__ = ("records", "results", "cancelled")
+    __slots__ = ("cancelled", "records", "results")
 
     def __init__(self, records: Sequence[Any]) -> None:
         self.records = records

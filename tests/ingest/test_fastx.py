@@ -37,7 +37,8 @@ def _same(raw: bytes, n: int) -> bool:
         assert isinstance(fast, Example)
         assert fast.x.dtype == np.float32 and general.x.dtype == np.float32
         # bit for bit: -0.0 is not 0.0 here
-        np.testing.assert_array_equal(fast.x.view(np.uint32), general.x.view(np.uint32), err_msg=str(raw[:80]))
+        bits, want = fast.x.view(np.uint32), general.x.view(np.uint32)
+        np.testing.assert_array_equal(bits, want, err_msg=str(raw[:80]))
         assert (fast.y, fast.label, fast.task, fast.id, fast.ts) == (
             general.y,
             general.label,
@@ -102,7 +103,8 @@ def test_random_forms_decide_as_the_general_path() -> None:
     taken = 0
     for _ in range(3000):
         v = rng.choice([rng.random(), rng.uniform(-1e6, 1e6), rng.random() * 10.0 ** rng.randint(-40, 40)])
-        text = rng.choice([repr(v), f"{v:.{rng.randint(1, 20)}g}", f"{v:.{rng.randint(0, 12)}e}", str(int(v))])
+        forms = [repr(v), f"{v:.{rng.randint(1, 20)}g}", f"{v:.{rng.randint(0, 12)}e}", str(int(v))]
+        text = rng.choice(forms)
         if rng.random() < 0.3:
             text = text.upper()
         taken += _same(f'{{"x":[0.5,{text},-2],"y":1}}'.encode(), 3)
