@@ -26,28 +26,17 @@ orjson, so +0.0 here too; ``-0.0`` is a float, -0.0.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import orjson
 
-try:  # numba is a dependency, but the general path must work where it does not import
-    from numba import njit
-
-    from streamlearn.learners.compiled_jit import _JIT
-
-    _NUMBA = True
-except ImportError:  # pragma: no cover - exercised only without numba
-    _NUMBA = False
-
 #: powers of ten as the nearest doubles (exact up to 10**22), and their inverses: decimal exponents
 #: from -60 (a float32 rounds even 10**18 × 10**-60 to 0) to 40 (10**40 is past float32's range)
 _POW10 = np.array([float(10**k) for k in range(41)], dtype=np.float64)
 _INV_POW10 = np.array([float(f"1e-{k}") for k in range(61)], dtype=np.float64)
-
-# bytes the scanner looks for
-_WS = (0x20, 0x09, 0x0A, 0x0D)
 
 
 def _skip_blanks(buf: Any, i: int, n: int) -> int:  # pragma: no cover - compiled
@@ -201,25 +190,46 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
 
 
 _scan_compiled: Callable[..., int] | None = None
-if _NUMBA:
-    _skip_blanks = njit(**_JIT)(_skip_blanks)
-    _float32_sure = njit(**_JIT)(_float32_sure)
-    _scan_compiled = njit(**_JIT)(_scan)
+_loaded = False
+_loading = threading.Lock()
+
+
+def _load() -> Callable[..., int] | None:
+    """Compile the scanner (or load it from numba's cache) on first use: numba and the learners'
+    cache setting (``compiled_jit``) are imported only then, not by whatever imports the decoder.
+    None where numba does not import: the general path decides every message."""
+    global _scan_compiled, _loaded, _skip_blanks, _float32_sure
+    with _loading:
+        if not _loaded:
+            try:  # numba is a dependency, but the general path must work where it does not import
+                from numba import njit
+
+                from streamlearn.learners.compiled_jit import _JIT
+            except ImportError:  # pragma: no cover - exercised only without numba
+                _loaded = True
+                return None
+            # _scan calls the module's globals at compile time: compile the helpers first
+            _skip_blanks = njit(**_JIT)(_skip_blanks)
+            _float32_sure = njit(**_JIT)(_float32_sure)
+            _scan_compiled = njit(**_JIT)(_scan)
+            _loaded = True
+    return _scan_compiled
 
 
 def available() -> bool:
     """Whether the compiled scanner is there (numba imports)."""
-    return _scan_compiled is not None
+    return (_scan_compiled if _loaded else _load()) is not None
 
 
 def parse_fast(raw: bytes, n_inputs: int) -> tuple[dict[str, Any], np.ndarray] | None:
     """(the message's other keys, x as float32) if ``raw`` takes the fast path, else None.
 
     ``raw``: a message's bytes, byte-order mark removed, within the size limit."""
-    if _scan_compiled is None:
+    scan = _scan_compiled if _loaded else _load()
+    if scan is None:
         return None
     x = np.empty(n_inputs, dtype=np.float32)
-    rest = _scan_compiled(np.frombuffer(raw, dtype=np.uint8), x, _POW10, _INV_POW10)
+    rest = scan(np.frombuffer(raw, dtype=np.uint8), x, _POW10, _INV_POW10)
     if rest < 0:
         return None
     try:
