@@ -61,7 +61,9 @@ class ParseAhead:
         """Parse these records ahead (the previous job, if still running, is abandoned)."""
         if not records:
             return
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():  # first job, or the worker died
+            with self._ready:
+                self._jobs.clear()
             self._thread = threading.Thread(target=self._work, name="streamlearn-parse-ahead", daemon=True)
             self._thread.start()
         if self._job is not None:
