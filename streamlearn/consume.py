@@ -5,8 +5,9 @@ valid examples into micro-batches of the learner's size (a task change closes a 
 predict each batch with the current model *before* learning it (prequential), then learn.
 
 This runs once per example (MER, ER and SGD learn micro-batches of one), so everything besides the
-learner is kept to a few microseconds an example: a poll's messages are parsed in one go (the JSON
-parser stays in cache; ~2x cheaper than between two learning steps) and finished in order, the
+learner is kept to a few microseconds an example: a poll's messages are parsed in one go, most of
+them already parsed by a worker thread while the previous poll's examples were learned
+(:mod:`streamlearn.ingest.parse_ahead`; its compiled scanner releases the GIL), and finished in order, the
 prequential metrics are queued and recorded in bulk
 (:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), the consumed
 count is added once per poll, and a one-example batch is a view, not a copy. The ``--breakdown`` of
