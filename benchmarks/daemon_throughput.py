@@ -15,6 +15,8 @@ its cache) is a warm-up, not timed.
 ``--breakdown`` then runs the daemon once more per learner and path with a clock around each step
 and prints where an example's time goes (µs, exclusive: a step's time leaves out the steps it
 calls; the clock's own ~1 µs a call is measured and left out). Those runs are not the ones rated.
+Parsing done ahead on the worker thread (``ingest/parse_ahead.py``) runs beside the loop and is not
+counted; what the loop still parses itself is.
 
 Usage: python benchmarks/daemon_throughput.py [--learners mer,lamaml,cmaml,er,sgd]
                                                [--path numpy,compiled] [--tasks 3] [--repeats 3]
