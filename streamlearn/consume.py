@@ -5,8 +5,9 @@ valid examples into micro-batches of the learner's size (a task change closes a 
 predict each batch with the current model *before* learning it (prequential), then learn.
 
 This runs once per example (MER, ER and SGD learn micro-batches of one), so everything besides the
-learner is kept to a few microseconds an example: a poll's messages are parsed in one go (the JSON
-parser stays in cache; ~2x cheaper than between two learning steps) and finished in order, the
+learner is kept to a few microseconds an example: a poll's messages are parsed in one go, most of
+them already parsed by a worker thread while the previous poll's examples were learned
+(:mod:`streamlearn.ingest.parse_ahead`; its compiled scanner releases the GIL), and finished in order, the
 prequential metrics are queued and recorded in bulk
 (:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), the consumed
 count is added once per poll, and a one-example batch is a view, not a copy. The ``--breakdown`` of
@@ -27,6 +28,7 @@ from streamlearn.delivery import Pending
 from streamlearn.guard.hooks import GuardHooks
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Example, Parsed, Rejection
+from streamlearn.ingest.parse_ahead import ParseAhead
 from streamlearn.ingest.source import KafkaSource, offset_key
 from streamlearn.learners import UpdateStats
 from streamlearn.metrics import LearnerMetrics
@@ -42,7 +44,8 @@ class TestThenTrain:
     Owns the micro-batch being collected (``pending``) and ``next_offset``, the offset after the
     last message handled per partition; the daemon checkpoints ``pending.safe_offsets(next_offset)``.
     ``publisher`` (set by the daemon once serving) is handed the model every ``serve.publish_every``
-    updates. Single-threaded, like the daemon's loop.
+    updates. Runs on the daemon's thread; only the parsing of the next poll's records runs on a
+    worker (:mod:`streamlearn.ingest.parse_ahead`), and :meth:`close` stops it.
     """
 
     __test__ = False  # not a pytest class, whatever its name says
@@ -58,6 +61,7 @@ class TestThenTrain:
         max_examples: int | None,
         publish_every: int,
         stop: threading.Event,
+        max_poll_records: int = 100,
     ) -> None:
         self.model = model
         self.decoder = decoder
@@ -75,6 +79,14 @@ class TestThenTrain:
         self.first_learn: tuple[float, int] | None = None
         self.last_learn: tuple[float, int] | None = None
         model.prequential.on_drift = self._drifted
+        #: parses the next poll's records on a worker thread (started by the first poll; close())
+        self.ahead = ParseAhead(decoder.parse)
+        #: how many records ahead it parses: a poll's worth
+        self.decoder_ahead = max_poll_records
+
+    def close(self) -> None:
+        """Stop the parse-ahead worker (a later consume starts it again)."""
+        self.ahead.close()
 
     def max_examples_reached(self) -> bool:
         return self.max_examples is not None and self.model.learner.examples >= self.max_examples
@@ -85,10 +97,12 @@ class TestThenTrain:
         Raises ``OffsetOutOfRange`` (the daemon applies ``kafka.offset_out_of_range``)."""
         self.sink = sink
         pending, examples, next_offset = self.pending, self.pending.examples, self.next_offset
-        parse, finish, batch_size = self.decoder.parse, self.decoder.finish, self.batch_size
+        finish, batch_size = self.decoder.finish, self.batch_size
         records = list(source.poll(timeout_ms))
-        # Parse them all first (no map is read: the same results), then finish each in order.
-        parsed = [parse(rec.value) for _, rec in records]
+        # Parse them all first (no map is read: the same results), then finish each in order; the
+        # worker has parsed most of them already while the last poll's examples were learned.
+        parsed = self.ahead.parse_all([rec for _, rec in records])
+        self.ahead.submit([rec for _, rec in source.peek(self.decoder_ahead)])
         consumed = 0
         try:
             for (tp, rec), first in zip(records, parsed, strict=True):

@@ -164,6 +164,7 @@ class Daemon:
             max_examples=cfg.runtime.max_examples,
             publish_every=cfg.serve.publish_every,
             stop=self._stop,
+            max_poll_records=cfg.kafka.max_poll_records,
         )
         step.publisher = self.publisher
         return step
@@ -221,6 +222,7 @@ class Daemon:
                 gc.unfreeze()
             self._checkpoint(source, sink, reason="stop")
         finally:
+            self.step.close()  # the parse-ahead worker
             self.guard.close()
             if self.health is not None:
                 self.health.stop()

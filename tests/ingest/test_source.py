@@ -51,3 +51,34 @@ def test_records_come_in_order_max_poll_records_at_a_time_and_a_seek_drops_the_r
         assert list(source.poll(200)) == []
     finally:
         source.close()
+
+
+def test_peek_shows_what_the_next_polls_hand_out_and_a_seek_drops_it(
+    broker: EmbeddedBroker, topic: str, unique_group: str
+) -> None:
+    # three producer runs: the records come in several fetches, each pipelined after the last one
+    for start in (0, 4, 8):
+        msgs = [{"x": [float(i)], "y": 0} for i in range(start, start + 4)]
+        produce(msgs, broker.bootstrap_servers, topic, progress=None)
+    cfg = KafkaConfig(topic=topic, group_id=unique_group, max_poll_records=2)
+    source = KafkaSource(cfg, broker.bootstrap_servers)
+    try:
+        source.assign()
+        source.seek({})
+        seen: list[int] = []
+        deadline = time.monotonic() + 20
+        while len(seen) < 12 and time.monotonic() < deadline:
+            ahead = source.peek(2)
+            got = list(source.poll(200))
+            if ahead:  # what peek showed is exactly what the poll handed out: the same records
+                assert [rec for _, rec in ahead] == [rec for _, rec in got]
+                assert all(a is b for (_, a), (_, b) in zip(ahead, got, strict=True))
+            seen += [rec.offset for _, rec in got]
+        assert seen == list(range(12))  # every record once, in order, across all the fetches
+        source.seek({f"{topic}:0": 3})
+        assert next(iter(source.poll(5000)))[1].offset == 3
+        assert [rec.offset for _, rec in source.peek(100)] == list(range(4, 12))[: len(source.peek(100))]
+        source.seek({f"{topic}:0": 0})
+        assert source.peek(5) == []  # dropped by the seek: nothing read ahead survives it
+    finally:
+        source.close()

@@ -90,8 +90,9 @@ def test_end_to_end_learns_the_stream_and_commits_to_the_end(broker, topic, tmp_
     n = 2000
     produce(stream_messages("rotated-mnist-10k", n_tasks=2), broker.bootstrap_servers, topic, progress=None)
     cfg = make_config(broker, topic, tmp_path, runtime={"max_examples": n})
-    _daemon, summary = run_in_thread(cfg)
+    daemon, summary = run_in_thread(cfg)
     assert summary["learned"] == n and summary["rejected"] == 0
+    assert daemon.step.ahead.hits > n // 2  # most records were parsed ahead, on the worker thread
     assert summary["prequential_accuracy"] > 0.6, summary  # chance is 0.1
     assert committed(broker, cfg["kafka"]["group_id"], topic) == n
     info, state = CheckpointStore(cfg["checkpoint"]["dir"]).latest()  # type: ignore[misc]
@@ -138,7 +139,8 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(broker, topi
             mixed.append(raw)  # type: ignore[arg-type]
     produce(mixed, broker.bootstrap_servers, topic, progress=None)
     cfg = make_config(broker, topic, tmp_path, runtime={"max_examples": len(good)})
-    _, summary = run_in_thread(cfg)
+    daemon, summary = run_in_thread(cfg)
+    assert daemon.step.ahead.hits > 0  # the rejections below come from the parse-ahead worker too
     assert summary["learned"] == len(good), "every good message is learned, including those after bad ones"
     assert summary["rejected"] == len(expected_bad)
     dead = read_topic(broker, f"{topic}.dlq", len(expected_bad))
