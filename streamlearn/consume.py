@@ -9,8 +9,10 @@ learner is kept to a few microseconds an example: a poll's messages are parsed i
 them already parsed by a worker thread while the previous poll's examples were learned
 (:mod:`streamlearn.ingest.parse_ahead`; its compiled scanner releases the GIL), and finished in order, the
 prequential metrics are queued and recorded in bulk
-(:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), the consumed
-count is added once per poll, and a one-example batch is a view, not a copy. The ``--breakdown`` of
+(:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), so are the
+per-update Prometheus values (:mod:`streamlearn.metrics_buffer`), the consumed count is added once
+per poll, the model is copied to the server at most every ``PUBLISH_MIN_INTERVAL_S``, and a
+one-example batch is a view, not a copy. The ``--breakdown`` of
 ``benchmarks/daemon_throughput.py`` measures what each step costs.
 """
 
@@ -53,8 +55,9 @@ class TestThenTrain:
     last message handled per partition; the daemon checkpoints ``pending.safe_offsets(next_offset)``.
     ``publisher`` (set by the daemon once serving) is handed the model every ``serve.publish_every``
     updates, no more often than every ``PUBLISH_MIN_INTERVAL_S``, and whenever a poll finds the
-    topic caught up; with the promotion gate on, every promotion at once. Runs on the daemon's thread; only the parsing of the next poll's records runs on a
-    worker (:mod:`streamlearn.ingest.parse_ahead`), and :meth:`close` stops it.
+    topic caught up; with the promotion gate on, every promotion at once. Runs on the daemon's
+    thread; only the parsing of the next poll's records runs on a worker
+    (:mod:`streamlearn.ingest.parse_ahead`), and :meth:`close` stops it.
     """
 
     __test__ = False  # not a pytest class, whatever its name says

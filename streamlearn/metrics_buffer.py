@@ -44,18 +44,18 @@ def observe_many(hist: Histogram, values: list[float]) -> None:
     added up in order from its current value, so it is the same float; the caller must be the
     histogram's only writer.
     """
-    bounds = hist._upper_bounds  # type: ignore[attr-defined]
+    bounds = hist._upper_bounds
     counts = [0] * len(bounds)
     for v in values:
         counts[bisect_left(bounds, v)] += 1  # the first bucket whose bound is >= v, as observe
-    buckets = hist._buckets  # type: ignore[attr-defined]
+    buckets = hist._buckets
     for i, c in enumerate(counts):
         if c:
             buckets[i].inc(c)
-    total = hist._sum.get()  # type: ignore[attr-defined]
+    total = hist._sum.get()
     for v in values:
         total += v
-    hist._sum.set(total)  # type: ignore[attr-defined]
+    hist._sum.set(total)
 
 
 class UpdateBuffer:
@@ -65,7 +65,7 @@ class UpdateBuffer:
         #: (seconds, examples, loss, learning-rate stats) per update, oldest first
         self._queue: deque[tuple[float, int, float, Mapping[str, float]]] = deque()
         self._metrics: tuple[Histogram, Counter, Gauge, Gauge] | None = None
-        registry.register(self)  # type: ignore[arg-type]  # a collector: describe() and collect()
+        registry.register(self)  # a collector: describe() and collect()
 
     def bind(self, seconds: Histogram, learned: Counter, loss: Gauge, learning_rate: Gauge) -> None:
         """Where the queued values go: update time, examples learned, last loss, last rates by stat."""
