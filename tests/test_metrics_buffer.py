@@ -22,25 +22,19 @@ def _updates(n: int) -> list[tuple[UpdateStats, float]]:
     out = []
     for i in range(n):
         lr = {"mean": rng.random(), "min": 0.0, "max": 1.0} if i % 3 else {}
-        cos = rng.uniform(-1, 1) if i % 50 == 0 else None
-        stats = UpdateStats(n=1 + i % 4, loss=rng.random(), alignment_cos=cos, alignment_dot=cos, lr_stats=lr)
+        # no alignment: observe_update records it at once, as before (only the rest is queued)
+        stats = UpdateStats(n=1 + i % 4, loss=rng.random(), lr_stats=lr)
         # bucket bounds themselves too: "<= bound" goes in that bucket
         out.append((stats, rng.choice(UPDATE_BUCKETS) if i % 7 == 0 else rng.expovariate(500)))
     return out
 
 
 def _at_once(m: LearnerMetrics, updates: list[tuple[UpdateStats, float]]) -> None:
-    """What observe_update recorded before it queued: every metric at each update."""
+    """What observe_update recorded before it queued: each queued metric at each update."""
     for stats, seconds in updates:
         m.update_seconds.observe(seconds)
         m.learned.inc(stats.n)
         m.update_loss.set(stats.loss)
-        if stats.alignment_cos is not None:
-            m.alignment_cos.set(stats.alignment_cos)
-            m.alignment_cos_hist.observe(stats.alignment_cos)
-        if stats.alignment_dot is not None:
-            m.alignment_dot.set(stats.alignment_dot)
-            m.alignment_dot_hist.observe(stats.alignment_dot)
         for stat, value in stats.lr_stats.items():
             m.learning_rate.labels(stat=stat).set(value)
 
