@@ -93,3 +93,12 @@ def test_reads_from_another_thread_lose_no_update() -> None:
         scraper.join()
     assert reg.get_sample_value("streamlearn_examples_learned_total") == 20_000
     assert reg.get_sample_value("streamlearn_update_duration_seconds_count") == 20_000
+
+
+def test_the_module_examples_hold() -> None:
+    import doctest
+
+    from streamlearn import metrics_buffer
+
+    result = doctest.testmod(metrics_buffer)
+    assert result.attempted >= 5 and result.failed == 0
