@@ -9,8 +9,10 @@ learner is kept to a few microseconds an example: a poll's messages are parsed i
 them already parsed by a worker thread while the previous poll's examples were learned
 (:mod:`streamlearn.ingest.parse_ahead`; its compiled scanner releases the GIL), and finished in order, the
 prequential metrics are queued and recorded in bulk
-(:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), the consumed
-count is added once per poll, and a one-example batch is a view, not a copy. The ``--breakdown`` of
+(:meth:`~streamlearn.evaluation.prequential.PrequentialMetrics.add_probabilities`), so are the
+per-update Prometheus values (:mod:`streamlearn.metrics_buffer`), the consumed count is added once
+per poll, the model is copied to the server at most every ``PUBLISH_MIN_INTERVAL_S``, and a
+one-example batch is a view, not a copy. The ``--breakdown`` of
 ``benchmarks/daemon_throughput.py`` measures what each step costs.
 """
 
@@ -37,6 +39,14 @@ from streamlearn.serving.publisher import Publisher
 
 log = logging.getLogger("streamlearn.daemon")  # the daemon's lines, under the daemon's logger
 
+#: The least time between two publishes of the model while learning (gate off). ``serve.publish_every``
+#: says every how many updates at most; a learner as fast as SGD (~3,500 updates/s) would otherwise
+#: copy its parameters 350 times a second (~37 µs each for the 89,610-parameter MLP, and the copy
+#: evicts the learner's own working set from the cache). So the served model trails by at most this
+#: interval plus ``publish_every`` updates while learning, and the daemon publishes at once when it
+#: catches up with the topic (``publish_idle``).
+PUBLISH_MIN_INTERVAL_S = 0.02
+
 
 class TestThenTrain:
     """Handles what the source returns: every message ends learned, pending or dead-lettered.
@@ -44,8 +54,10 @@ class TestThenTrain:
     Owns the micro-batch being collected (``pending``) and ``next_offset``, the offset after the
     last message handled per partition; the daemon checkpoints ``pending.safe_offsets(next_offset)``.
     ``publisher`` (set by the daemon once serving) is handed the model every ``serve.publish_every``
-    updates. Runs on the daemon's thread; only the parsing of the next poll's records runs on a
-    worker (:mod:`streamlearn.ingest.parse_ahead`), and :meth:`close` stops it.
+    updates, no more often than every ``PUBLISH_MIN_INTERVAL_S``, and whenever a poll finds the
+    topic caught up; with the promotion gate on, every promotion at once. Runs on the daemon's
+    thread; only the parsing of the next poll's records runs on a worker
+    (:mod:`streamlearn.ingest.parse_ahead`), and :meth:`close` stops it.
     """
 
     __test__ = False  # not a pytest class, whatever its name says
@@ -74,6 +86,8 @@ class TestThenTrain:
         self.pending = Pending()
         self.next_offset: dict[TopicPartition, int] = {}
         self.publisher: Publisher | None = None
+        #: perf_counter time before which an every-N-updates publish waits (PUBLISH_MIN_INTERVAL_S)
+        self._next_publish = 0.0
         self.sink: DeadLetterSink | None = None
         #: (monotonic time, learned) before the first batch of this run and after the last one
         self.first_learn: tuple[float, int] | None = None
@@ -129,6 +143,16 @@ class TestThenTrain:
         finally:
             if consumed:
                 self.prom.consumed.inc(consumed)
+        if len(records) < self.decoder_ahead:  # caught up with the topic: serve the newest model now
+            self.publish_idle()
+
+    def publish_idle(self) -> None:
+        """Hand the server the learning model if it has an older one (it went on learning after the
+        last every-N publish, or that one waited for ``PUBLISH_MIN_INTERVAL_S``)."""
+        publisher, served = self.publisher, self.model.guard.served_version
+        if publisher is not None and served != publisher.published_version:
+            publisher.publish_model(served)
+            self._next_publish = time.perf_counter() + PUBLISH_MIN_INTERVAL_S
 
     def _reject(
         self, sink: DeadLetterSink, tp: TopicPartition, offset: int, raw: bytes, why: Rejection
@@ -162,7 +186,8 @@ class TestThenTrain:
             # Prequential metrics of the batch, from the predictions made before learning it.
             self.model.prequential.add_probabilities(probs.numpy(), labels, task)
             self.guard.learned(probs, champion_probs, y, task, self.pending.sources)
-            self._observe_update(stats, time.perf_counter() - t0)
+            now = time.perf_counter()
+            self._observe_update(stats, now - t0, now)
         self.pending.clear()
         self.last_learn = (time.monotonic(), self.model.learner.examples)
 
@@ -170,9 +195,15 @@ class TestThenTrain:
         self.prom.drifts.inc()
         log.warning("drift detected by ADWIN after %d examples (rolling accuracy %.3f)", n, rolling_accuracy)
 
-    def _observe_update(self, stats: UpdateStats, seconds: float) -> None:
+    def _observe_update(self, stats: UpdateStats, seconds: float, now: float) -> None:
         self.prom.observe_update(stats, seconds)
-        guard, publisher = self.model.guard, self.publisher  # gate on: publish each promotion
-        due = guard.enabled or self.model.learner.updates % self.publish_every == 0
-        if publisher is not None and due and guard.served_version != publisher.published_version:
+        guard, publisher = self.model.guard, self.publisher
+        if publisher is None:
+            return
+        if guard.enabled:  # gate on: publish each promotion at once
+            due = True
+        else:  # every publish_every updates, PUBLISH_MIN_INTERVAL_S apart at least
+            due = self.model.learner.updates % self.publish_every == 0 and now >= self._next_publish
+        if due and guard.served_version != publisher.published_version:
             publisher.publish_model(guard.served_version)
+            self._next_publish = now + PUBLISH_MIN_INTERVAL_S

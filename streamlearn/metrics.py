@@ -36,6 +36,7 @@ from prometheus_client import (
 )
 
 from streamlearn import __version__
+from streamlearn.metrics_buffer import UpdateBuffer
 
 if TYPE_CHECKING:  # the server process and replicas import this module: no Kafka client there
     from kafka import TopicPartition
@@ -57,6 +58,8 @@ class LearnerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
+        #: per-update values queued by observe_update; registered first: any read of ``r`` flushes it
+        self._updates = UpdateBuffer(r)
         self.consumed = Counter(
             "streamlearn_examples_consumed", "Messages read from the examples topic.", registry=r
         )
@@ -229,20 +232,21 @@ class LearnerMetrics:
             "Model version last published to the prediction server.",
             registry=r,
         )
+        self._updates.bind(self.update_seconds, self.learned, self.update_loss, self.learning_rate)
 
     def observe_update(self, stats: UpdateStats, seconds: float) -> None:
-        """What one learned micro-batch reports: time, count, loss, alignment, learning rates."""
-        self.update_seconds.observe(seconds)
-        self.learned.inc(stats.n)
-        self.update_loss.set(stats.loss)
+        """What one learned micro-batch reports: time, count, loss, alignment, learning rates.
+
+        Time, count, loss and rates are queued and recorded in bulk before any read of the registry
+        (``metrics_buffer.py``); the alignment, measured every ``alignment_every`` updates, at once.
+        """
+        self._updates.add(seconds, stats.n, stats.loss, stats.lr_stats)
         if stats.alignment_cos is not None:
             self.alignment_cos.set(stats.alignment_cos)
             self.alignment_cos_hist.observe(stats.alignment_cos)
         if stats.alignment_dot is not None:
             self.alignment_dot.set(stats.alignment_dot)
             self.alignment_dot_hist.observe(stats.alignment_dot)
-        for stat, value in stats.lr_stats.items():
-            self.learning_rate.labels(stat=stat).set(value)
 
     def observe_buffer(self, buf: ReservoirBuffer, label_names: list[str]) -> None:
         """Fill, capacity, memory and per-class content of a replay buffer."""
