@@ -127,7 +127,8 @@ class ServeConfig:
     port: Port = 8080
     #: the model name in the Open Inference Protocol paths (/v2/models/{name}).
     model_name: Text = "streamlearn"
-    #: publish the model snapshot to the server every N updates (and at least once a second).
+    #: publish the model snapshot to the server every N updates, at most every 20 ms while learning
+    #: (at once when a poll finds the topic caught up, and at least once a second).
     publish_every: PositiveInt = 10
     #: requests with a larger body are refused with 413.
     max_request_bytes: PositiveInt = 4 * 1024 * 1024
