@@ -95,8 +95,9 @@ class TestThenTrain:
         model.prequential.on_drift = self._drifted
         #: parses the next poll's records on a worker thread (started by the first poll; close())
         self.ahead = ParseAhead(decoder.parse)
-        #: how many records ahead it parses: a poll's worth
-        self.decoder_ahead = max_poll_records
+        #: records a poll hands out at most (kafka.max_poll_records): the worker parses that many
+        #: ahead, and a poll that hands out fewer has caught up with the topic
+        self.poll_records = max_poll_records
 
     def close(self) -> None:
         """Stop the parse-ahead worker (a later consume starts it again)."""
@@ -116,7 +117,7 @@ class TestThenTrain:
         # Parse them all first (no map is read: the same results), then finish each in order; the
         # worker has parsed most of them already while the last poll's examples were learned.
         parsed = self.ahead.parse_all([rec for _, rec in records])
-        self.ahead.submit([rec for _, rec in source.peek(self.decoder_ahead)])
+        self.ahead.submit([rec for _, rec in source.peek(self.poll_records)])
         consumed = 0
         try:
             for (tp, rec), first in zip(records, parsed, strict=True):
@@ -143,16 +144,20 @@ class TestThenTrain:
         finally:
             if consumed:
                 self.prom.consumed.inc(consumed)
-        if len(records) < self.decoder_ahead:  # caught up with the topic: serve the newest model now
+        if len(records) < self.poll_records:  # caught up with the topic: serve the newest model now
             self.publish_idle()
 
     def publish_idle(self) -> None:
         """Hand the server the learning model if it has an older one (it went on learning after the
         last every-N publish, or that one waited for ``PUBLISH_MIN_INTERVAL_S``)."""
+        self._publish(time.perf_counter())
+
+    def _publish(self, now: float) -> None:
+        """Publish the served version unless the server has it already; the interval starts now."""
         publisher, served = self.publisher, self.model.guard.served_version
         if publisher is not None and served != publisher.published_version:
             publisher.publish_model(served)
-            self._next_publish = time.perf_counter() + PUBLISH_MIN_INTERVAL_S
+            self._next_publish = now + PUBLISH_MIN_INTERVAL_S
 
     def _reject(
         self, sink: DeadLetterSink, tp: TopicPartition, offset: int, raw: bytes, why: Rejection
@@ -197,13 +202,10 @@ class TestThenTrain:
 
     def _observe_update(self, stats: UpdateStats, seconds: float, now: float) -> None:
         self.prom.observe_update(stats, seconds)
-        guard, publisher = self.model.guard, self.publisher
-        if publisher is None:
+        if self.publisher is None:
             return
-        if guard.enabled:  # gate on: publish each promotion at once
-            due = True
-        else:  # every publish_every updates, PUBLISH_MIN_INTERVAL_S apart at least
-            due = self.model.learner.updates % self.publish_every == 0 and now >= self._next_publish
-        if due and guard.served_version != publisher.published_version:
-            publisher.publish_model(guard.served_version)
-            self._next_publish = now + PUBLISH_MIN_INTERVAL_S
+        # gate on: each promotion at once; else every publish_every updates, the interval apart
+        if self.model.guard.enabled or (
+            self.model.learner.updates % self.publish_every == 0 and now >= self._next_publish
+        ):
+            self._publish(now)
