@@ -7,7 +7,8 @@ when anything reads the registry — a collector registered before the metrics f
 so ``generate_latest``, :func:`~streamlearn.metrics.render` and ``get_sample_value`` see exactly
 what recording each update at once gives (counters and histogram exact, gauges the last value) —
 and every ``MAX_QUEUED`` updates, which bounds its memory. The queue is a ``deque`` (its append and
-popleft are atomic), so a read from another thread loses nothing.
+popleft are atomic), and one flush runs at a time (the histogram's sum is read, added to and
+written back), so reads from other threads lose nothing.
 
 >>> from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 >>> reg = CollectorRegistry()
@@ -25,6 +26,7 @@ popleft are atomic), so a read from another thread loses nothing.
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -65,6 +67,7 @@ class UpdateBuffer:
         #: (seconds, examples, loss, learning-rate stats) per update, oldest first
         self._queue: deque[tuple[float, int, float, Mapping[str, float]]] = deque()
         self._metrics: tuple[Histogram, Counter, Gauge, Gauge] | None = None
+        self._flushing = threading.Lock()  # one flush at a time: observe_many's sum is read-add-write
         registry.register(self)  # a collector: describe() and collect()
 
     def bind(self, seconds: Histogram, learned: Counter, loss: Gauge, learning_rate: Gauge) -> None:
@@ -78,18 +81,20 @@ class UpdateBuffer:
             self.flush()
 
     def flush(self) -> None:
-        """Record every queued update, in order."""
-        queue, popleft = self._queue, self._queue.popleft
-        if not queue or self._metrics is None:
+        """Record every queued update, in order (from any thread)."""
+        if not self._queue or self._metrics is None:
             return
+        with self._flushing:
+            self._flush_queued()
+
+    def _flush_queued(self) -> None:
+        queue, popleft = self._queue, self._queue.popleft
+        assert self._metrics is not None
         seconds: list[float] = []
         n = 0
         last: tuple[float, int, float, Mapping[str, float]] | None = None
-        while queue:
-            try:
-                last = popleft()
-            except IndexError:  # another thread flushed the rest
-                break
+        while queue:  # only this flush pops (the lock); the daemon's thread may still append
+            last = popleft()
             seconds.append(last[0])
             n += last[1]
         if last is None:

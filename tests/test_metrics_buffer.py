@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -93,6 +94,44 @@ def test_reads_from_another_thread_lose_no_update() -> None:
         scraper.join()
     assert reg.get_sample_value("streamlearn_examples_learned_total") == 20_000
     assert reg.get_sample_value("streamlearn_update_duration_seconds_count") == 20_000
+
+
+def test_flushes_from_several_threads_add_every_value_to_the_sum_once() -> None:
+    """The histogram's sum is read, added to and written back by a flush: two flushes at once
+    must not both start from the same value (one of them would be lost). The read yields the GIL
+    here, so that another flush runs inside that window whenever it can."""
+    reg = CollectorRegistry()
+    m = LearnerMetrics(reg)
+    total = m.update_seconds._sum
+    read = total.get
+
+    def slow_read() -> float:
+        value = read()
+        time.sleep(0)  # let the other threads run between the read and the write back
+        return value
+
+    total.get = slow_read  # type: ignore[method-assign]
+    done = threading.Event()
+
+    def flush_often() -> None:
+        while not done.is_set():
+            m._updates.flush()
+
+    flushers = [threading.Thread(target=flush_often) for _ in range(3)]
+    for t in flushers:
+        t.start()
+    try:
+        for i in range(5_000):
+            m.observe_update(UpdateStats(n=1, loss=0.1), 1.0)  # 1.0: the exact sum is the count
+            if i % 10 == 0:
+                time.sleep(0)  # and let the flushers find updates to flush
+    finally:
+        done.set()
+        for t in flushers:
+            t.join()
+    m._updates.flush()
+    assert reg.get_sample_value("streamlearn_update_duration_seconds_count") == 5_000
+    assert read() == 5_000.0
 
 
 def test_the_module_examples_hold() -> None:
