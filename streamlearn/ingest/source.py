@@ -75,6 +75,17 @@ def offset_key(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
+def owned_partitions(cfg: KafkaConfig, parts: set[int]) -> list[TopicPartition]:
+    """The partitions of ``parts`` (the topic's) this learner owns: ``kafka.partitions`` or all."""
+    if not parts:
+        raise SourceError(f"topic {cfg.topic!r} has no partitions (does it exist?)")
+    wanted = sorted(parts) if cfg.partitions is None else cfg.partitions
+    missing = sorted(set(wanted) - parts)
+    if missing:
+        raise SourceError(f"topic {cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}")
+    return [TopicPartition(cfg.topic, p) for p in wanted]
+
+
 class Source(Protocol):
     """What the daemon uses of a source: :class:`KafkaSource` (kafka-python, the default) or
     ``streamlearn.ingest.source_librdkafka.LibrdkafkaSource`` (``kafka.client: librdkafka``).
@@ -131,15 +142,7 @@ class KafkaSource:
             if parts:
                 break
             time.sleep(0.2)
-        if not parts:
-            raise SourceError(f"topic {self.cfg.topic!r} has no partitions (does it exist?)")
-        wanted = sorted(parts) if self.cfg.partitions is None else self.cfg.partitions
-        missing = sorted(set(wanted) - parts)
-        if missing:
-            raise SourceError(
-                f"topic {self.cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}"
-            )
-        self.partitions = [TopicPartition(self.cfg.topic, p) for p in wanted]
+        self.partitions = owned_partitions(self.cfg, parts or set())
         self._drained.clear()
         self._deferred = None
         self.consumer.assign(self.partitions)

@@ -29,7 +29,7 @@ from kafka import TopicPartition
 
 from streamlearn.config import KafkaConfig
 from streamlearn.config.kafka_security import check_security
-from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, Source, SourceError, offset_key
+from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, Source, offset_key, owned_partitions
 from streamlearn.ingest.source import unreachable as _unreachable
 
 log = logging.getLogger(__name__)
@@ -152,15 +152,7 @@ class LibrdkafkaSource:
             parts = set(found.partitions) if found is not None and found.error is None else set()
             if not parts:
                 time.sleep(0.2)
-        if not parts:
-            raise SourceError(f"topic {self.cfg.topic!r} has no partitions (does it exist?)")
-        wanted = sorted(parts) if self.cfg.partitions is None else self.cfg.partitions
-        missing = sorted(set(wanted) - parts)
-        if missing:
-            raise SourceError(
-                f"topic {self.cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}"
-            )
-        self.partitions = [TopicPartition(self.cfg.topic, p) for p in wanted]
+        self.partitions = owned_partitions(self.cfg, parts)
         self._tps = {tp.partition: tp for tp in self.partitions}
         self._drained.clear()
         self._deferred = {}

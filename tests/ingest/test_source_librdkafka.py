@@ -18,7 +18,7 @@ from streamlearn.config import load_config_dict
 from streamlearn.config.schema import KafkaConfig
 from streamlearn.errors import ConfigError
 from streamlearn.ingest.broker import EmbeddedBroker
-from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange
+from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, SourceError
 from streamlearn.ingest.source_librdkafka import LibrdkafkaSource, make_source
 from streamlearn.produce import produce, stream_messages
 from tests.integration.daemon_process import DaemonLog
@@ -135,6 +135,16 @@ def test_kafka_client_chooses_the_source_and_a_bad_one_is_a_config_error_naming_
         source = make_source(KafkaConfig(topic=topic, client=client), broker.bootstrap_servers)  # type: ignore[arg-type]
         try:
             assert type(source) is kind
+        finally:
+            source.close()
+    for cfg, why in (
+        (KafkaConfig(topic=topic, partitions=[3]), r"has no partition\(s\) \[3\]; it has \[0\]"),
+        (KafkaConfig(topic=f"{topic}-missing"), "has no partitions"),
+    ):
+        source = LibrdkafkaSource(cfg, broker.bootstrap_servers)
+        try:
+            with pytest.raises(SourceError, match=why):
+                source.assign(timeout_s=1.0)
         finally:
             source.close()
     with pytest.raises(ConfigError, match=r"kafka\.client"):
