@@ -79,8 +79,8 @@ def consumer_config(cfg: KafkaConfig, bootstrap_servers: str, max_poll_interval_
         "max.poll.interval.ms": max_poll_interval_ms,
         "reconnect.backoff.max.ms": 2000,  # as kafka_options: quick recovery after a broker restart
         "security.protocol": cfg.security_protocol,
-        "error_cb": _log_error,
-        "logger": log,
+        "error_cb": ErrorLog(),
+        "logger": _DebugLog(),  # its errors come to error_cb too: logged there, once
     }
     for key, name in _SECURITY.items():
         value = getattr(cfg, key)
@@ -89,8 +89,31 @@ def consumer_config(cfg: KafkaConfig, bootstrap_servers: str, max_poll_interval_
     return conf
 
 
-def _log_error(err: Any) -> None:
-    log.warning("librdkafka: %s", err)
+class ErrorLog:
+    """librdkafka's client errors (a refused connection, all brokers down), logged as warnings but
+    each kind at most once per ``every_s``: it retries every few hundred ms while a broker is down,
+    and the daemon's health probe says so already (``streamlearn_broker_up``)."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[int, float] = {}
+        self._quiet: dict[int, int] = {}
+
+    def __call__(self, err: Any) -> None:
+        code, now = err.code(), time.monotonic()
+        if now - self._last.get(code, -self.every_s) < self.every_s:
+            self._quiet[code] = self._quiet.get(code, 0) + 1
+            return
+        self._last[code] = now
+        quiet = self._quiet.pop(code, 0)
+        log.warning("librdkafka: %s%s", err.str(), f" ({quiet} more like it not logged)" if quiet else "")
+
+
+class _DebugLog:
+    """librdkafka's own log lines, at debug level (``logger`` takes anything with ``log``)."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        log.debug(msg, *args)
 
 
 class Record:

@@ -5,6 +5,7 @@ learns every example exactly once across a restart and a kill -9."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import signal
 import time
@@ -19,7 +20,7 @@ from streamlearn.config.schema import KafkaConfig
 from streamlearn.errors import ConfigError
 from streamlearn.ingest.broker import EmbeddedBroker
 from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, SourceError
-from streamlearn.ingest.source_librdkafka import LibrdkafkaSource, make_source
+from streamlearn.ingest.source_librdkafka import ErrorLog, LibrdkafkaSource, make_source
 from streamlearn.produce import produce, stream_messages
 from tests.integration.daemon_process import DaemonLog
 from tests.integration.test_daemon import (  # noqa: F401  (_reap_daemons: autouse, kills leftovers)
@@ -213,3 +214,26 @@ def test_kill_9_then_a_restart_on_librdkafka_learns_every_example_once(broker, t
     for name, v in reference.items():
         assert torch.equal(v, params[name]), f"{name} differs from the uninterrupted run"
     assert committed(broker, base["kafka"]["group_id"], topic) == n
+
+
+def test_librdkafka_client_errors_are_logged_once_per_kind_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from confluent_kafka import KafkaError
+
+    errors = ErrorLog(every_s=60)
+    with caplog.at_level(logging.WARNING, logger="streamlearn.ingest.source_librdkafka"):
+        for _ in range(5):  # a broker down: librdkafka retries every few hundred ms
+            errors(KafkaError(KafkaError._TRANSPORT, "connection refused"))
+        errors(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "librdkafka: connection refused",
+        "librdkafka: 1/1 brokers are down",
+    ]
+    errors.every_s = 0  # the interval passed: the next one is logged with how many were not
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streamlearn.ingest.source_librdkafka"):
+        errors(KafkaError(KafkaError._TRANSPORT, "connection refused"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "librdkafka: connection refused (4 more like it not logged)"
+    ]
