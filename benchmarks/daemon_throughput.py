@@ -55,6 +55,7 @@ from streamlearn.ingest.broker import EmbeddedBroker, create_topic
 from streamlearn.ingest.decode import Decoder
 from streamlearn.ingest.labels import LabelMap, TaskMap
 from streamlearn.ingest.source import KafkaSource
+from streamlearn.ingest.source_librdkafka import LibrdkafkaSource
 from streamlearn.learners import LEARNERS, Learner
 from streamlearn.produce import encode, produce, stream_messages
 from streamlearn.runtime import pin_threads
@@ -148,7 +149,7 @@ def bench_run(learner: str, path: str, stream: TaskStream) -> dict[str, Any]:
 STEPS: dict[str, list[tuple[Any, str]]] = {
     "learn (learner)": [(Learner, "learn")],
     "predict (learner)": [(Learner, "predict_proba")],
-    "fetch: kafka-python poll": [(KafkaSource, "poll")],
+    "fetch: source poll": [(KafkaSource, "poll"), (LibrdkafkaSource, "poll")],
     "decode + validate": [(Decoder, "parse"), (Decoder, "finish")],
     "consume loop (per message)": [(TestThenTrain, "consume")],
     "batch to tensors": [(TestThenTrain, "learn_pending")],

@@ -31,7 +31,7 @@ from streamlearn.guard.hooks import GuardHooks
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder, Example, Parsed, Rejection
 from streamlearn.ingest.parse_ahead import ParseAhead
-from streamlearn.ingest.source import KafkaSource, offset_key
+from streamlearn.ingest.source import Source, offset_key
 from streamlearn.learners import UpdateStats
 from streamlearn.metrics import LearnerMetrics
 from streamlearn.model_state import ModelState
@@ -106,7 +106,7 @@ class TestThenTrain:
     def max_examples_reached(self) -> bool:
         return self.max_examples is not None and self.model.learner.examples >= self.max_examples
 
-    def consume(self, source: KafkaSource, sink: DeadLetterSink, timeout_ms: int) -> None:
+    def consume(self, source: Source, sink: DeadLetterSink, timeout_ms: int) -> None:
         """One poll: handle every record, learning each micro-batch as soon as it is full.
 
         Raises ``OffsetOutOfRange`` (the daemon applies ``kafka.offset_out_of_range``)."""

@@ -37,7 +37,8 @@ from streamlearn.ingest.broker import EmbeddedBroker
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Decoder
 from streamlearn.ingest.health import BrokerHealth
-from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, ensure_topics, offset_key
+from streamlearn.ingest.source import OffsetOutOfRange, Source, ensure_topics, offset_key
+from streamlearn.ingest.source_librdkafka import make_source
 from streamlearn.learners import Learner
 from streamlearn.metrics import LearnerMetrics, disable_created_series, render
 from streamlearn.model_state import ModelState
@@ -81,7 +82,7 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.serve_port: int | None = None
         self._started = time.time()
-        self._source: KafkaSource | None = None
+        self._source: Source | None = None
         self.health: BrokerHealth | None = None
         self._outages_seen = 0
         self._sink: DeadLetterSink | None = None
@@ -194,7 +195,7 @@ class Daemon:
             if self.cfg.kafka.create_topics:
                 ensure_topics(self.cfg.kafka, self.bootstrap)
             # The slowest update bounds how long we may go between polls.
-            source = KafkaSource(self.cfg.kafka, self.bootstrap)
+            source = make_source(self.cfg.kafka, self.bootstrap)  # kafka.client
             sink = DeadLetterSink(self.cfg.kafka, self.bootstrap)
             self._sink = sink
             self.guard.connect(self.bootstrap, self.decoder)
@@ -239,7 +240,7 @@ class Daemon:
         return self.summary()
 
     # -- the loop -----------------------------------------------------------------------------
-    def _loop(self, source: KafkaSource, sink: DeadLetterSink) -> None:
+    def _loop(self, source: Source, sink: DeadLetterSink) -> None:
         cfg = self.cfg
         if self.step.max_examples_reached():
             log.info(
@@ -288,14 +289,14 @@ class Daemon:
             if progress_due.due(now):
                 self._report(source, now)
 
-    def _consume(self, source: KafkaSource, sink: DeadLetterSink) -> None:
+    def _consume(self, source: Source, sink: DeadLetterSink) -> None:
         """One poll: handle every record, learning each micro-batch as soon as it is full."""
         try:
             self.step.consume(source, sink, self.cfg.kafka.poll_timeout_ms)
         except OffsetOutOfRange as exc:
             self._out_of_range(source, exc)
 
-    def _out_of_range(self, source: KafkaSource, exc: OffsetOutOfRange) -> None:
+    def _out_of_range(self, source: Source, exc: OffsetOutOfRange) -> None:
         """kafka.offset_out_of_range: 'fail' raises; a reset learns the pending batch first."""
         policy = self.cfg.kafka.offset_out_of_range
         if self.pending.examples and policy != "fail":  # read from the old log: learn them first
@@ -307,7 +308,7 @@ class Daemon:
         return self.health is None or self.health.up
 
     # -- periodic jobs ------------------------------------------------------------------------
-    def _answer_checkpoint_request(self, source: KafkaSource, sink: DeadLetterSink) -> bool:
+    def _answer_checkpoint_request(self, source: Source, sink: DeadLetterSink) -> bool:
         """Checkpoint now if ``POST /v2/admin/checkpoint`` asked, and answer it; True if it did."""
         requested = self.publisher.checkpoint_requested() if self.publisher is not None else 0
         if not requested or self.publisher is None:
@@ -381,7 +382,7 @@ class Daemon:
         """The checkpoint dict (see :mod:`streamlearn.model_state`) with these offsets."""
         return self.model.state_dict({offset_key(tp): int(off) for tp, off in offsets.items()})
 
-    def _checkpoint(self, source: KafkaSource, sink: DeadLetterSink, *, reason: str) -> bool:
+    def _checkpoint(self, source: Source, sink: DeadLetterSink, *, reason: str) -> bool:
         return self.checkpointer.write(
             source, sink, self.safe_offsets(), broker_up=self.broker_up, reason=reason
         )
@@ -396,7 +397,7 @@ class Daemon:
         offsets = {offset_key(tp): o for tp, o in self.safe_offsets().items()}
         return model_summary(self.model, self.prom, rate, offsets)
 
-    def _report(self, source: KafkaSource, now: float) -> None:
+    def _report(self, source: Source, now: float) -> None:
         """Log progress and the rate since the last report; hand the same to ``on_progress``."""
         mark_time, mark_learned = self._rate_mark
         rate = (self.learned - mark_learned) / max(now - mark_time, 1e-9)

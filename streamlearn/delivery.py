@@ -22,7 +22,7 @@ from streamlearn.checkpoint import CheckpointStore
 from streamlearn.errors import CheckpointError
 from streamlearn.ingest.deadletter import DeadLetterSink
 from streamlearn.ingest.decode import Example
-from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, offset_key
+from streamlearn.ingest.source import OffsetOutOfRange, Source, offset_key
 from streamlearn.metrics import LearnerMetrics
 from streamlearn.model_state import ModelState
 
@@ -104,7 +104,7 @@ class Checkpointer:
 
     def write(
         self,
-        source: KafkaSource,
+        source: Source,
         sink: DeadLetterSink,
         offsets: dict[TopicPartition, int],
         *,
@@ -163,7 +163,7 @@ class Checkpointer:
     def _may_commit(self) -> bool:
         return self.fence is None or self.fence.may_commit()
 
-    def retry_owed_commit(self, source: KafkaSource) -> None:
+    def retry_owed_commit(self, source: Source) -> None:
         if self.commit_owed is not None and self._may_commit() and source.commit(self.commit_owed):
             log.info("committed the offsets of the last checkpoint (the broker is back)")
             self.commit_owed = None
@@ -193,7 +193,7 @@ class Checkpointer:
 
 
 def resume(
-    source: KafkaSource, restored: Mapping[str, int], *, group_commit: bool = True
+    source: Source, restored: Mapping[str, int], *, group_commit: bool = True
 ) -> dict[TopicPartition, int]:
     """Assign the partitions and seek each to its restored offset (else the group's commit unless
     ``group_commit`` is False, else ``auto_offset_reset``); the next offset to read per partition.
@@ -205,13 +205,13 @@ def resume(
     origin = source.seek(restored, group_commit=group_commit)
     positions = {}
     for tp in parts:
-        positions[tp] = source.consumer.position(tp)
+        positions[tp] = source.position(tp)
         log.info("consuming %s from %s", offset_key(tp), origin[offset_key(tp)])
     return positions
 
 
 def reset_out_of_range(
-    source: KafkaSource, exc: OffsetOutOfRange, policy: str, prom: LearnerMetrics
+    source: Source, exc: OffsetOutOfRange, policy: str, prom: LearnerMetrics
 ) -> dict[TopicPartition, int]:
     """Apply kafka.offset_out_of_range: 'fail' re-raises (nothing checkpointed or committed past
     what was learned); 'earliest'/'latest' reset explicitly, loudly and counted. The new positions."""

@@ -111,6 +111,7 @@ SPEC: dict[str, typing.Callable[[Any], bool]] = {
     "kafka.session_timeout_ms": _in(1, INT32_MAX),
     "kafka.heartbeat_interval_ms": _in(1, INT32_MAX),
     "kafka.security_protocol": lambda v: v in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    "kafka.client": lambda v: v in ("kafka-python", "librdkafka"),
     "model.kind": lambda v: v in ("mlp", "cnn"),
     "model.n_inputs": _in(1),
     "model.n_classes": _in(1),

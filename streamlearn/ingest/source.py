@@ -16,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, OffsetOutOfRangeError
@@ -75,6 +75,37 @@ def offset_key(tp: TopicPartition) -> str:
     return f"{tp.topic}:{tp.partition}"
 
 
+def owned_partitions(cfg: KafkaConfig, parts: set[int]) -> list[TopicPartition]:
+    """The partitions of ``parts`` (the topic's) this learner owns: ``kafka.partitions`` or all."""
+    if not parts:
+        raise SourceError(f"topic {cfg.topic!r} has no partitions (does it exist?)")
+    wanted = sorted(parts) if cfg.partitions is None else cfg.partitions
+    missing = sorted(set(wanted) - parts)
+    if missing:
+        raise SourceError(f"topic {cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}")
+    return [TopicPartition(cfg.topic, p) for p in wanted]
+
+
+class Source(Protocol):
+    """What the daemon uses of a source: :class:`KafkaSource` (kafka-python, the default) or
+    ``streamlearn.ingest.source_librdkafka.LibrdkafkaSource`` (``kafka.client: librdkafka``).
+    Records have ``.value`` (bytes) and ``.offset``; partitions are kafka-python ``TopicPartition``s."""
+
+    partitions: list[TopicPartition]
+
+    def assign(self, timeout_s: float = 30.0) -> list[TopicPartition]: ...
+    def seek(self, checkpointed: Mapping[str, int], *, group_commit: bool = True) -> dict[str, str]: ...
+    def position(self, tp: TopicPartition) -> int: ...
+    def poll(self, timeout_ms: int) -> Iterable[tuple[TopicPartition, Any]]: ...
+    def peek(self, n: int) -> list[tuple[TopicPartition, Any]]: ...
+    def commit(self, offsets: Mapping[TopicPartition, int], timeout_ms: int = 5000) -> bool: ...
+    def check_range(self, positions: Mapping[TopicPartition, int]) -> None: ...
+    def check_beginning(self, positions: Mapping[TopicPartition, int]) -> None: ...
+    def reset(self, tp: TopicPartition, policy: str) -> int: ...
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]: ...
+    def close(self) -> None: ...
+
+
 class KafkaSource:
     def __init__(
         self, cfg: KafkaConfig, bootstrap_servers: str, *, max_poll_interval_ms: int = 600_000
@@ -111,15 +142,7 @@ class KafkaSource:
             if parts:
                 break
             time.sleep(0.2)
-        if not parts:
-            raise SourceError(f"topic {self.cfg.topic!r} has no partitions (does it exist?)")
-        wanted = sorted(parts) if self.cfg.partitions is None else self.cfg.partitions
-        missing = sorted(set(wanted) - parts)
-        if missing:
-            raise SourceError(
-                f"topic {self.cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}"
-            )
-        self.partitions = [TopicPartition(self.cfg.topic, p) for p in wanted]
+        self.partitions = owned_partitions(self.cfg, parts or set())
         self._drained.clear()
         self._deferred = None
         self.consumer.assign(self.partitions)
@@ -155,6 +178,10 @@ class KafkaSource:
                 self.consumer.seek_to_end(tp)
                 origin[key] = "end (auto_offset_reset=latest)"
         return origin
+
+    def position(self, tp: TopicPartition) -> int:
+        """The next offset this source reads from ``tp`` (after what it drained)."""
+        return int(self.consumer.position(tp))
 
     def poll(self, timeout_ms: int) -> Iterable[tuple[TopicPartition, Any]]:
         """Up to ``kafka.max_poll_records`` records in offset order per partition, waiting up to

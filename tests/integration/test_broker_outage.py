@@ -114,11 +114,12 @@ def _metric(port: int, name: str) -> float:
     return samples(text)[(name, ())]
 
 
-def test_daemon_rides_out_a_broker_crash(durable_broker, tmp_path) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_daemon_rides_out_a_broker_crash(durable_broker, tmp_path, client) -> None:
     broker = durable_broker
     topic = f"examples-{uuid.uuid4().hex[:8]}"
     create_topic(broker.bootstrap_servers, topic)
-    cfg = make_config(broker, topic, tmp_path, checkpoint={"every_seconds": 1.0})
+    cfg = make_config(broker, topic, tmp_path, kafka={"client": client}, checkpoint={"every_seconds": 1.0})
     stream = list(stream_messages("rotated-mnist-10k", 1))
     produce([*BAD, *stream[:300]], broker.bootstrap_servers, topic, progress=None)
 

@@ -203,8 +203,9 @@ def run_daemon(cfg: dict[str, Any], timeout_s: float) -> tuple[dict[str, Any], f
 # -- the daemon over TLS ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_daemon_learns_and_commits_everything_over_tls(
-    tls_broker: EmbeddedBroker, pki: dict[str, str], tmp_path: Path
+    tls_broker: EmbeddedBroker, pki: dict[str, str], tmp_path: Path, client: str
 ) -> None:
     topic = tls_topic(tls_broker, pki)
     kafka = ssl_kafka(pki)
@@ -217,10 +218,10 @@ def test_daemon_learns_and_commits_everything_over_tls(
         cfg=KafkaConfig(**kafka),
     )
     assert sent == N
-    cfg = daemon_config(tls_broker, topic, tmp_path, kafka)
+    cfg = daemon_config(tls_broker, topic, tmp_path, {**kafka, "client": client})
     out, took_s, thread = run_daemon(cfg, timeout_s=240)
     assert not thread.is_alive(), "daemon did not stop"
-    print(f"\n{N} examples learned over TLS in {took_s:.1f}s")
+    print(f"\n{N} examples learned over TLS ({client}) in {took_s:.1f}s")
     assert "error" not in out, out
     assert out["summary"]["learned"] == N and out["summary"]["rejected"] == 0
 
