@@ -94,7 +94,7 @@ class TestThenTrain:
         self.last_learn: tuple[float, int] | None = None
         model.prequential.on_drift = self._drifted
         #: parses the next poll's records on a worker thread (started by the first poll; close())
-        self.ahead = ParseAhead(decoder.parse)
+        self.ahead = ParseAhead(decoder.parse, decoder.parse_many)
         #: records a poll hands out at most (kafka.max_poll_records): the worker parses that many
         #: ahead, and a poll that hands out fewer has caught up with the topic
         self.poll_records = max_poll_records

@@ -189,7 +189,16 @@ def _scan(buf: Any, out: Any, pow10: Any, inv_pow10: Any) -> int:  # pragma: no 
     return i
 
 
+def _scan_many(
+    buf: Any, starts: Any, stops: Any, out: Any, rests: Any, pow10: Any, inv_pow10: Any
+) -> None:  # pragma: no cover - compiled
+    """``_scan`` of each message ``buf[starts[k]:stops[k]]`` into ``out[k]``; its result in ``rests[k]``."""
+    for k in range(starts.shape[0]):
+        rests[k] = _scan(buf[starts[k] : stops[k]], out[k], pow10, inv_pow10)
+
+
 _scan_compiled: Callable[..., int] | None = None
+_scan_many_compiled: Callable[..., None] | None = None
 _loaded = False
 _loading = threading.Lock()
 
@@ -198,7 +207,7 @@ def _load() -> Callable[..., int] | None:
     """Compile the scanner (or load it from numba's cache) on first use: numba and the learners'
     cache setting (``compiled_jit``) are imported only then, not by whatever imports the decoder.
     None where numba does not import: the general path decides every message."""
-    global _scan_compiled, _loaded, _skip_blanks, _float32_sure
+    global _scan_compiled, _scan_many_compiled, _loaded, _skip_blanks, _float32_sure, _scan
     with _loading:
         if not _loaded:
             try:  # numba is a dependency, but the general path must work where it does not import
@@ -211,7 +220,8 @@ def _load() -> Callable[..., int] | None:
             # _scan calls the module's globals at compile time: compile the helpers first
             _skip_blanks = njit(**_JIT)(_skip_blanks)
             _float32_sure = njit(**_JIT)(_float32_sure)
-            _scan_compiled = njit(**_JIT)(_scan)
+            _scan_compiled = _scan = njit(**_JIT)(_scan)  # _scan_many calls it: compiled first too
+            _scan_many_compiled = njit(**_JIT)(_scan_many)
             _loaded = True
     return _scan_compiled
 
@@ -229,7 +239,11 @@ def parse_fast(raw: bytes, n_inputs: int) -> tuple[dict[str, Any], np.ndarray] |
     if scan is None:
         return None
     x = np.empty(n_inputs, dtype=np.float32)
-    rest = scan(np.frombuffer(raw, dtype=np.uint8), x, _POW10, _INV_POW10)
+    return fast_rest(raw, x, scan(np.frombuffer(raw, dtype=np.uint8), x, _POW10, _INV_POW10))
+
+
+def fast_rest(raw: bytes, x: np.ndarray, rest: int) -> tuple[dict[str, Any], np.ndarray] | None:
+    """What ``parse_fast`` returns once the scanner read ``x`` and said where the rest starts."""
     if rest < 0:
         return None
     try:
@@ -239,3 +253,21 @@ def parse_fast(raw: bytes, n_inputs: int) -> tuple[dict[str, Any], np.ndarray] |
     if "x" in doc:  # a second x: the general path reads the object as orjson does
         return None
     return doc, x
+
+
+def scan_many(raws: list[bytes], n_inputs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The scanner over many messages in one compiled call, which releases the GIL once instead of
+    once a message (``parse_ahead.py``): their ``x`` rows (n, n_inputs) and where each one's rest
+    starts (< 0: the general path decides it; ``fast_rest`` finishes the others). None without
+    numba. ``raws`` as ``parse_fast`` takes them: byte-order mark removed, within the size limit."""
+    if not _loaded:
+        _load()
+    scan = _scan_many_compiled
+    if scan is None:
+        return None
+    sizes = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
+    stops = np.cumsum(sizes)
+    out = np.empty((len(raws), n_inputs), dtype=np.float32)
+    rests = np.empty(len(raws), dtype=np.int64)
+    scan(np.frombuffer(b"".join(raws), dtype=np.uint8), stops - sizes, stops, out, rests, _POW10, _INV_POW10)
+    return out, rests

@@ -47,8 +47,15 @@ class ParseAhead:
     :meth:`close` (idempotent).
     """
 
-    def __init__(self, parse: Callable[[Any], Parsed | Rejection]) -> None:
+    def __init__(
+        self,
+        parse: Callable[[Any], Parsed | Rejection],
+        parse_many: Callable[[list[Any]], list[Parsed | Rejection]] | None = None,
+    ) -> None:
         self._parse = parse
+        # The worker's way: all of a job's values in one call (Decoder.parse_many: one compiled scan,
+        # so one release of the GIL a job instead of one a record); else ``parse`` one by one.
+        self._parse_many = parse_many
         self._jobs: deque[_Job | None] = deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -117,6 +124,13 @@ class ParseAhead:
             if job is None:
                 return
             results = job.results
+            if self._parse_many is not None and not job.cancelled:
+                # The GIL changes hands at every release: one batch takes it back a few times a job
+                # instead of twice a record. SGD's torch steps release it between every op, and
+                # those trades cost it several % of its speed (daemon/learner 0.86 -> 0.88).
+                parsed = self._parse_many([rec.value for rec in job.records])
+                results.update((id(rec), (rec, p)) for rec, p in zip(job.records, parsed, strict=True))
+                continue
             for rec in job.records:
                 if job.cancelled:
                     break

@@ -149,3 +149,46 @@ def test_a_second_x_is_left_to_the_general_path() -> None:
     assert fastx.parse_fast(raw, 2) is None
     ex = Decoder(2, LabelMap(10), TaskMap()).decode(raw)
     assert isinstance(ex, Example) and ex.x.tolist() == [3.0, 4.0] == orjson.loads(raw)["x"]
+
+
+LAYOUTS = test_layouts_decide_as_the_general_path.pytestmark[0].args[1]  # the cases above
+
+
+def test_parse_many_is_parse_one_by_one() -> None:
+    """One compiled scan of a whole batch (what the parse-ahead worker runs) gives each message
+    exactly what ``parse`` gives it alone: verdict, reason, keys and x bit for bit, in order, the
+    fast path's messages, the general path's and the refused mixed together."""
+    rng = random.Random(5)
+    raws: list[object] = [*LAYOUTS, None, b"", b"\xef\xbb\xbf", "a str", bytearray(b'{"x":[1,2],"y":1}')]
+    raws += [f'{{"x":[{n},2],"y":1}}'.encode() for n in NUMBERS]
+    raws += [
+        f'{{"x":[0.5,{rng.random() * 10.0 ** rng.randint(-40, 40)!r}],"y":1}}'.encode() for _ in range(300)
+    ]
+    raws.append(b'{"x":[1,2],"y":1,"pad":"' + b"a" * 2000 + b'"}')  # over max_bytes below
+    rng.shuffle(raws)
+    dec = Decoder(2, LabelMap(10), TaskMap(), max_bytes=1000)
+    scans: list[int] = []
+
+    def scan_many(batch: list[bytes], n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        scans.append(len(batch))
+        return fastx.scan_many(batch, n)
+
+    saved, decode_mod.scan_many = decode_mod.scan_many, scan_many
+    try:
+        many = dec.parse_many(raws)
+    finally:
+        decode_mod.scan_many = saved
+    one = [dec.parse(raw) for raw in raws]
+    assert scans == [len(raws) - 5]  # one scan, of every message that passed the byte checks
+    assert len(many) == len(one) == len(raws)
+    fast = 0
+    for raw, a, b in zip(raws, many, one, strict=True):
+        assert type(a) is type(b), (raw, a, b)
+        if isinstance(b, Rejection):
+            assert (a.reason, a.detail) == (b.reason, b.detail), raw  # type: ignore[union-attr]
+        else:
+            assert a.doc == b.doc, raw  # type: ignore[union-attr]
+            np.testing.assert_array_equal(a.x.view(np.uint32), b.x.view(np.uint32), err_msg=str(raw))  # type: ignore[union-attr]
+            fast += isinstance(raw, bytes) and fastx.parse_fast(raw, 2) is not None
+    assert fast > 250  # most took the fast path, so the batch scan decided them
+    assert dec.parse_many([]) == []

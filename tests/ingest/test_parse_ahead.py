@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from streamlearn.ingest.decode import Decoder, Parsed, Rejection, encode_example
 from streamlearn.ingest.labels import LabelMap, TaskMap
@@ -45,9 +46,10 @@ def _wait_parsed(ahead: ParseAhead, n: int) -> None:
         time.sleep(0.001)
 
 
-def test_the_workers_results_equal_parsing_here() -> None:
+@pytest.mark.parametrize("batch", [False, True], ids=["one by one", "parse_many"])
+def test_the_workers_results_equal_parsing_here(batch: bool) -> None:
     dec = _decoder()
-    ahead = ParseAhead(dec.parse)
+    ahead = ParseAhead(dec.parse, dec.parse_many if batch else None)
     try:
         recs = _records([0.5, -1.25, 3.0, 1e-7])
         ahead.submit(recs)
