@@ -151,14 +151,16 @@ def test_kafka_client_chooses_the_source_and_a_bad_one_is_a_config_error_naming_
     with pytest.raises(ConfigError, match=r"kafka\.client"):
         load_config_dict({"kafka": {"client": "rdkafka"}}, "test")
     assert load_config_dict({"kafka": {"client": "librdkafka"}}, "test").kafka.client == "librdkafka"
-    assert load_config_dict({}, "test").kafka.client == "kafka-python"
+    assert load_config_dict({}, "test").kafka.client == "librdkafka"  # the default
 
 
 def test_a_daemon_on_librdkafka_learns_each_example_once_across_a_restart(broker, topic, tmp_path) -> None:
     n = 600
     produce(stream_messages("rotated-mnist-10k", 1), broker.bootstrap_servers, topic, limit=n, progress=None)
     # the same stream through kafka-python: the reference model
-    straight = make_config(broker, topic, tmp_path, runtime={"max_examples": n})
+    straight = make_config(
+        broker, topic, tmp_path, kafka={"client": "kafka-python"}, runtime={"max_examples": n}
+    )
     straight["checkpoint"]["dir"] = str(tmp_path / "straight")
     run_in_thread(straight)
     reference, _ = _final_params(straight["checkpoint"]["dir"])
@@ -179,14 +181,17 @@ def test_a_daemon_on_librdkafka_learns_each_example_once_across_a_restart(broker
     assert committed(broker, cfg["kafka"]["group_id"], topic) == n
 
 
-def test_kill_9_then_a_restart_on_librdkafka_learns_every_example_once(broker, topic, tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["librdkafka", "kafka-python"])
+def test_kill_9_then_a_restart_learns_every_example_once_on_either_client(
+    broker, topic, tmp_path: Path, client: str
+) -> None:
     n = 2000
     produce(stream_messages("rotated-mnist-10k", 2), broker.bootstrap_servers, topic, limit=n, progress=None)
     base = make_config(
         broker,
         topic,
         tmp_path,
-        kafka={"client": "librdkafka"},
+        kafka={"client": client},
         learner={"name": "mer", "hparams": {"batches_per_example": 2}},
         checkpoint={"every_examples": 40},
         runtime={"max_examples": n},
