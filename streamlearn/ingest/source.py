@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, TopicPartition
@@ -84,6 +84,51 @@ def owned_partitions(cfg: KafkaConfig, parts: set[int]) -> list[TopicPartition]:
     if missing:
         raise SourceError(f"topic {cfg.topic!r} has no partition(s) {missing}; it has {sorted(parts)}")
     return [TopicPartition(cfg.topic, p) for p in wanted]
+
+
+def from_committed(key: str, committed: int) -> str:
+    """Where a partition without a checkpointed offset starts when the group has a commit. The model
+    that learned up to there is gone (no checkpoint): say so loudly."""
+    log.warning(
+        "%s: no checkpointed offset; resuming at the group's committed offset %d with "
+        "a model that has not seen what came before",
+        key,
+        committed,
+    )
+    return f"committed offset {committed}"
+
+
+def check_high_watermarks(
+    positions: Mapping[TopicPartition, int], highwater: Callable[[TopicPartition], int | None]
+) -> None:
+    """OffsetOutOfRange for a position above its partition's high watermark (None: not known yet)."""
+    hws = {tp: highwater(tp) for tp in positions}
+    beyond = {tp: pos for tp, pos in positions.items() if (hw := hws[tp]) is not None and pos > hw}
+    if beyond:
+        shown = {offset_key(tp): hws[tp] for tp in beyond}
+        raise OffsetOutOfRange(
+            beyond, f"beyond the end of the log (high watermark {shown}): recreated or truncated"
+        )
+
+
+def check_earliest(positions: Mapping[TopicPartition, int], first: Mapping[TopicPartition, int]) -> None:
+    """OffsetOutOfRange for a position below the earliest offset still in its partition's log."""
+    below = {tp: pos for tp, pos in positions.items() if pos < first.get(tp, 0)}
+    if below:
+        firsts = {offset_key(tp): first[tp] for tp in below}
+        raise OffsetOutOfRange(below, f"before the earliest offset still in the log {firsts} (retention)")
+
+
+def lag_behind(
+    positions: Mapping[TopicPartition, int], highwater: Callable[[TopicPartition], int | None]
+) -> dict[TopicPartition, int]:
+    """high watermark − position per partition whose high watermark is known."""
+    out = {}
+    for tp, pos in positions.items():
+        hw = highwater(tp)
+        if hw is not None:
+            out[tp] = max(0, hw - pos)
+    return out
 
 
 class Source(Protocol):
@@ -162,15 +207,8 @@ class KafkaSource:
                 continue
             committed = self.consumer.committed(tp) if group_commit else None
             if committed is not None:
-                # The model that learned up to here is gone (no checkpoint); say so loudly.
-                log.warning(
-                    "%s: no checkpointed offset; resuming at the group's committed offset %d with "
-                    "a model that has not seen what came before",
-                    key,
-                    committed,
-                )
                 self.consumer.seek(tp, committed)
-                origin[key] = f"committed offset {committed}"
+                origin[key] = from_committed(key, committed)
             elif self.cfg.auto_offset_reset == "earliest":
                 self.consumer.seek_to_beginning(tp)
                 origin[key] = "beginning (auto_offset_reset=earliest)"
@@ -240,26 +278,13 @@ class KafkaSource:
         bounds: below the earliest offset (retention deleted unlearned records) or above the high
         watermark (the topic was recreated or truncated).
         """
-        beyond = {}
-        for tp, pos in positions.items():
-            hw = self.consumer.highwater(tp)
-            if hw is not None and pos > hw:
-                beyond[tp] = pos
-        if beyond:
-            hws = {offset_key(tp): self.consumer.highwater(tp) for tp in beyond}
-            raise OffsetOutOfRange(
-                beyond, f"beyond the end of the log (high watermark {hws}): recreated or truncated"
-            )
+        check_high_watermarks(positions, self.consumer.highwater)
 
     def check_beginning(self, positions: Mapping[TopicPartition, int]) -> None:
         """At start: a checkpointed position below the earliest offset: records deleted unlearned."""
         if not positions:
             return
-        first = self.consumer.beginning_offsets(list(positions))
-        below = {tp: pos for tp, pos in positions.items() if pos < first.get(tp, 0)}
-        if below:
-            firsts = {offset_key(tp): first[tp] for tp in below}
-            raise OffsetOutOfRange(below, f"before the earliest offset still in the log {firsts} (retention)")
+        check_earliest(positions, self.consumer.beginning_offsets(list(positions)))
 
     def reset(self, tp: TopicPartition, policy: str) -> int:
         """Apply kafka.offset_out_of_range (earliest or latest) to one partition; returns the position."""
@@ -280,12 +305,7 @@ class KafkaSource:
 
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """highwater − position per partition (the broker's end_offsets can't be trusted on tansu)."""
-        out = {}
-        for tp, pos in positions.items():
-            hw = self.consumer.highwater(tp)
-            if hw is not None:
-                out[tp] = max(0, hw - pos)
-        return out
+        return lag_behind(positions, self.consumer.highwater)
 
     def close(self) -> None:
         try:

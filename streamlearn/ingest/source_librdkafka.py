@@ -29,7 +29,17 @@ from kafka import TopicPartition
 
 from streamlearn.config import KafkaConfig
 from streamlearn.config.kafka_security import check_security
-from streamlearn.ingest.source import KafkaSource, OffsetOutOfRange, Source, offset_key, owned_partitions
+from streamlearn.ingest.source import (
+    KafkaSource,
+    OffsetOutOfRange,
+    Source,
+    check_earliest,
+    check_high_watermarks,
+    from_committed,
+    lag_behind,
+    offset_key,
+    owned_partitions,
+)
 from streamlearn.ingest.source import unreachable as _unreachable
 
 log = logging.getLogger(__name__)
@@ -159,6 +169,11 @@ class LibrdkafkaSource:
             raise _unreachable(self.cfg, self.bootstrap, exc) from exc
         return None if hi < 0 else (int(lo), int(hi))
 
+    def _high_watermark(self, tp: TopicPartition) -> int | None:
+        """The last fetch's high watermark (None before one came back)."""
+        marks = self._watermarks(tp, cached=True)
+        return None if marks is None else marks[1]
+
     def assign(self, timeout_s: float = 30.0) -> list[TopicPartition]:
         """Take the configured partitions of the topic (all of them by default); :meth:`seek` then
         assigns them to librdkafka with their start offsets."""
@@ -201,13 +216,7 @@ class LibrdkafkaSource:
                 start, origin[key] = int(checkpointed[key]), f"checkpoint offset {checkpointed[key]}"
             elif tp in committed:
                 start = committed[tp]
-                log.warning(
-                    "%s: no checkpointed offset; resuming at the group's committed offset %d with "
-                    "a model that has not seen what came before",
-                    key,
-                    start,
-                )
-                origin[key] = f"committed offset {start}"
+                origin[key] = from_committed(key, start)
             else:
                 # the broker's answer, as kafka-python's seek_to_beginning/seek_to_end
                 marks = self._watermarks(tp, cached=False) or (0, 0)
@@ -296,31 +305,22 @@ class LibrdkafkaSource:
     def check_range(self, positions: Mapping[TopicPartition, int]) -> None:
         """Raise OffsetOutOfRange if a position lies above the high watermark of the last fetch
         (tansu answers a fetch beyond the log with no records; KafkaSource.check_range says more)."""
-        hws = {tp: self._watermarks(tp, cached=True) for tp in positions}
-        beyond = {tp: pos for tp, pos in positions.items() if (m := hws[tp]) is not None and pos > m[1]}
-        if beyond:
-            shown = {offset_key(tp): hws[tp][1] for tp in beyond}  # type: ignore[index]
-            raise OffsetOutOfRange(
-                beyond, f"beyond the end of the log (high watermark {shown}): recreated or truncated"
-            )
+        check_high_watermarks(positions, self._high_watermark)
 
     def check_beginning(self, positions: Mapping[TopicPartition, int]) -> None:
         """At start: a checkpointed position below the earliest offset: records deleted unlearned."""
         first = {tp: (self._watermarks(tp, cached=False) or (0, 0))[0] for tp in positions}
-        below = {tp: pos for tp, pos in positions.items() if pos < first[tp]}
-        if below:
-            firsts = {offset_key(tp): first[tp] for tp in below}
-            raise OffsetOutOfRange(below, f"before the earliest offset still in the log {firsts} (retention)")
+        check_earliest(positions, first)
 
     def reset(self, tp: TopicPartition, policy: str) -> int:
         """Apply kafka.offset_out_of_range (earliest or latest) to one partition; returns the position."""
         self._drained = deque((part, rec) for part, rec in self._drained if part != tp)
         self._deferred.pop(tp, None)
-        hw = self._watermarks(tp, cached=True)
+        hw = self._high_watermark(tp)
         if policy == "earliest":
             self._next[tp] = (self._watermarks(tp, cached=False) or (0, 0))[0]
         elif hw is not None:  # the high watermark, not ListOffsets(latest): tansu answers that wrongly
-            self._next[tp] = hw[1]
+            self._next[tp] = hw
         else:
             self._next[tp] = (self._watermarks(tp, cached=False) or (0, 0))[1]
         # A new assignment, not seek(): a partition that failed with out-of-range may be stopped.
@@ -331,12 +331,7 @@ class LibrdkafkaSource:
     def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
         """high watermark − position per partition, from the last fetch (tansu's ListOffsets can't be
         trusted)."""
-        out = {}
-        for tp, pos in positions.items():
-            marks = self._watermarks(tp, cached=True)
-            if marks is not None:
-                out[tp] = max(0, marks[1] - pos)
-        return out
+        return lag_behind(positions, self._high_watermark)
 
     def close(self) -> None:
         try:
