@@ -89,6 +89,9 @@ class TestThenTrain:
         #: perf_counter time before which an every-N-updates publish waits (PUBLISH_MIN_INTERVAL_S)
         self._next_publish = 0.0
         self.sink: DeadLetterSink | None = None
+        #: (probabilities, labels, task) of the batches learned but not yet in the prequential
+        #: metrics (``_record_scored``, at the end of every poll)
+        self._scored: list[tuple[torch.Tensor, list[int], int | None]] = []
         #: (monotonic time, learned) before the first batch of this run and after the last one
         self.first_learn: tuple[float, int] | None = None
         self.last_learn: tuple[float, int] | None = None
@@ -127,14 +130,14 @@ class TestThenTrain:
                 if type(result) is Example:
                     # A task change closes the batch: a micro-batch belongs to one task.
                     if examples and result.task != examples[0].task:
-                        self.learn_pending()
+                        self._learn_batch()
                     pending.add(result, tp, rec.offset, raw)
                 else:
                     assert isinstance(result, Rejection)
                     self._reject(sink, tp, rec.offset, raw, result)
                 next_offset[tp] = rec.offset + 1
                 if len(examples) >= batch_size:
-                    self.learn_pending()
+                    self._learn_batch()
                     if self.max_examples_reached():
                         self.stop.set()
                     if self.stop.is_set():
@@ -142,6 +145,7 @@ class TestThenTrain:
             else:  # every fetched record handled: our positions are the consumer's
                 source.check_range(next_offset)
         finally:
+            self._record_scored()
             if consumed:
                 self.prom.consumed.inc(consumed)
         if len(records) < self.poll_records:  # caught up with the topic: serve the newest model now
@@ -170,6 +174,11 @@ class TestThenTrain:
 
     def learn_pending(self) -> None:
         """Test the pending micro-batch with the current model, learn it, score it, clear it."""
+        self._learn_batch()
+        self._record_scored()
+
+    def _learn_batch(self) -> None:
+        """``learn_pending`` but its score is kept for ``_record_scored`` (once a poll)."""
         t0 = time.perf_counter()
         batch = self.pending.examples
         learner = self.model.learner
@@ -189,12 +198,26 @@ class TestThenTrain:
             self.guard.dead_letter_undone(self.sink, self.pending, stats.undone, self.prom)
         else:
             # Prequential metrics of the batch, from the predictions made before learning it.
-            self.model.prequential.add_probabilities(probs.numpy(), labels, task)
-            self.guard.learned(probs, champion_probs, y, task, self.pending.sources)
+            self._scored.append((probs, labels, task))
+            if champion_probs is not None:  # the gate may roll back (and restore the metrics)
+                self._record_scored()
+                self.guard.learned(probs, champion_probs, y, task, self.pending.sources)
             now = time.perf_counter()
             self._observe_update(stats, now - t0, now)
         self.pending.clear()
         self.last_learn = (time.monotonic(), self.model.learner.examples)
+
+    def _record_scored(self) -> None:
+        """Hand the prequential metrics the batches scored since the last call, in one go: one
+        array (and, on a GPU, one copy to the host) a poll instead of one a batch."""
+        scored = self._scored
+        if not scored:
+            return
+        self._scored = []
+        probs = scored[0][0] if len(scored) == 1 else torch.cat([p for p, _, _ in scored])
+        labels = [label for _, batch, _ in scored for label in batch]
+        runs = [(task, len(batch)) for _, batch, task in scored]
+        self.model.prequential.add_runs(probs.cpu().numpy(), labels, runs)
 
     def _drifted(self, n: int, rolling_accuracy: float) -> None:
         self.prom.drifts.inc()

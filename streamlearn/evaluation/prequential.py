@@ -84,8 +84,11 @@ class PrequentialMetrics:
         self._losses: deque[float] = deque(maxlen=self._window)
         self._n = 0
         self._drifts = 0
-        # (probabilities float64 (k, n_classes), true labels, task) per queued micro-batch
-        self._queue: list[tuple[np.ndarray, Sequence[int], int | None]] = []
+        # Queued outcomes: their probabilities (rows [0, _queued) of _qprobs), true labels, and the
+        # runs of one task as [task, count] in order.
+        self._qprobs = np.empty((QUEUE_EXAMPLES, self._n_classes), dtype=np.float64)
+        self._qlabels: list[int] = []
+        self._qruns: list[list[Any]] = []
         self._queued = 0
 
     # -- recording ----------------------------------------------------------------------------------
@@ -140,54 +143,87 @@ class PrequentialMetrics:
     def add_probabilities(self, probs: np.ndarray, y_true: Sequence[int], task: int | None = None) -> None:
         """Queue what :meth:`update_from_probabilities` records; recorded in bulk at the next read.
 
-        ``y_true`` is checked now (a ValueError here, as there); drifts go to ``on_drift``.
+        ``probs`` (k, n_classes) is copied at once (the caller may reuse its buffer); ``y_true`` and
+        ``task`` are checked now (a ValueError here, as there); drifts go to ``on_drift``.
         """
-        probs = np.array(probs, dtype=np.float64)  # a copy: the caller may reuse its buffer
-        if probs.ndim != 2 or len(probs) != len(y_true):
-            raise ValueError(f"probabilities of shape {probs.shape} for {len(y_true)} labels")
+        self.add_runs(probs, y_true, [(task, len(y_true))])
+
+    def add_runs(
+        self, probs: np.ndarray, y_true: Sequence[int], runs: Sequence[tuple[int | None, int]]
+    ) -> None:
+        """:meth:`add_probabilities` for several micro-batches at once: ``runs`` gives their tasks in
+        order as (task, number of rows). Nothing is queued if anything is refused."""
+        k = len(y_true)
+        shape = getattr(probs, "shape", None)
+        if shape != (k, self._n_classes) or sum(count for _, count in runs) != k:
+            raise ValueError(
+                f"probabilities of shape {shape} for {k} labels of {self._n_classes} classes "
+                f"in runs of {[count for _, count in runs]}"
+            )
         for t in y_true:
             self._label(t)
-        if task is not None:
-            operator.index(task)
-        self._queue.append((probs, y_true, task))
-        self._queued += len(y_true)
-        if self._queued >= QUEUE_EXAMPLES:
+        for task, _ in runs:
+            if task is not None:
+                operator.index(task)
+        if self._queued + k > QUEUE_EXAMPLES:
             self._flush()
+            if k > QUEUE_EXAMPLES:  # more than the queue holds: recorded at once
+                self._record(np.array(probs, dtype=np.float64), list(y_true), [list(r) for r in runs])
+                return
+        q = self._queued
+        self._qprobs[q : q + k] = probs
+        self._queued = q + k
+        self._qlabels.extend(y_true)
+        queued = self._qruns
+        for task, count in runs:
+            if queued and queued[-1][0] == task:
+                queued[-1][1] += count
+            else:
+                queued.append([task, count])
 
     def _flush(self) -> None:
         """Record the queued outcomes in order, as ``update`` would one by one (same values)."""
-        if not self._queue:
+        if not self._queued:
             return
-        queue, self._queue, self._queued = self._queue, [], 0
-        y_true = np.array([t for _, y, _ in queue for t in y], dtype=np.int64)
+        probs, labels, runs = self._qprobs[: self._queued], self._qlabels, self._qruns
+        self._qlabels, self._qruns, self._queued = [], [], 0
+        self._record(probs, labels, runs)
+
+    def _record(self, probs: np.ndarray, y: Sequence[int], runs: list[list[Any]]) -> None:
+        """Record outcomes in order: float64 ``probs`` (n, n_classes), true labels, [task, count] runs."""
+        y_true = np.array(y, dtype=np.int64)
         labels = y_true.tolist()  # Python ints: the window goes into checkpoints
-        y_pred, losses = _guesses_and_losses(np.concatenate([p for p, _, _ in queue]), y_true)
+        y_pred, losses = _guesses_and_losses(probs, y_true)
         pred = np.array(y_pred, dtype=np.int64)
         # Confusion counts: one weighted update per non-empty cell instead of one per example, and
         # per task once per run of batches of that task.
         self._add_counts(self._accuracy, y_true, pred)
-        runs: list[list[Any]] = []  # [task, start, stop]
         start = 0
-        for _, y, task in queue:
-            if runs and runs[-1][0] == task:
-                runs[-1][2] += len(y)
-            else:
-                runs.append([task, start, start + len(y)])
-            start += len(y)
-        for task, a, b in runs:
+        for task, count in runs:
             if task is not None:
-                self._add_counts(self._task_metric(operator.index(task)), y_true[a:b], pred[a:b])
+                stop = start + count
+                metric = self._task_metric(operator.index(task))
+                self._add_counts(metric, y_true[start:stop], pred[start:stop])
+            start += count
         self._losses.extend(losses)
-        # The window and ADWIN need the order, one outcome at a time.
-        adwin, push, on_drift = self._adwin, self._push_recent, self.on_drift
+        # The window and ADWIN need the order, one outcome at a time (the window's push inlined).
+        adwin, on_drift, recent, window = self._adwin, self.on_drift, self._recent, self._window
+        correct, n = self._recent_correct, self._n
         for t, p in zip(labels, y_pred, strict=True):
-            push(t, p)
-            self._n += 1
-            adwin.update(0.0 if t == p else 1.0)
+            if len(recent) == window:
+                old_true, old_pred = recent[0]
+                correct -= old_true == old_pred
+            recent.append((t, p))
+            right = t == p
+            correct += right
+            n += 1
+            adwin.update(0.0 if right else 1.0)
             if adwin.drift_detected:
                 self._drifts += 1
+                self._recent_correct, self._n = correct, n
                 if on_drift is not None:
-                    on_drift(self._n, self._recent_correct / len(self._recent))
+                    on_drift(n, correct / len(recent))
+        self._recent_correct, self._n = correct, n
 
     def _add_counts(self, metric: metrics.Accuracy, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         n = self._n_classes

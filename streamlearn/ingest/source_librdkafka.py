@@ -246,11 +246,21 @@ class LibrdkafkaSource:
             yield drained.popleft()
 
     def _drain(self, timeout_ms: int) -> None:
+        self._take(timeout_ms)
+        if self._deferred and not self._drained:
+            deferred, self._deferred = self._deferred, {}
+            raise OffsetOutOfRange(deferred, "the broker says this offset is out of range")
+
+    def _take(self, timeout_ms: int) -> None:
+        """Append what librdkafka has queued to the drained records; an out-of-range error is kept
+        in ``_deferred`` (raised by a poll once the records before it are handed out)."""
         # consume() waits until it has all num_messages or the timeout passed: take what is queued
         # now, and wait only for a first message when nothing is.
         consumer = self.consumer
         msgs = consumer.consume(DRAIN_RECORDS, 0)
         if not msgs:
+            if timeout_ms <= 0:
+                return
             first = consumer.poll(timeout_ms / 1000)
             if first is None:
                 return
@@ -264,9 +274,6 @@ class LibrdkafkaSource:
             off = m.offset()
             append((tp, Record(off, m.value())))
             nxt[tp] = off + 1
-        if self._deferred and not self._drained:
-            deferred, self._deferred = self._deferred, {}
-            raise OffsetOutOfRange(deferred, "the broker says this offset is out of range")
 
     def _on_error(self, m: Any) -> None:
         err, codes = m.error(), self._ck.KafkaError
@@ -281,7 +288,11 @@ class LibrdkafkaSource:
 
     def peek(self, n: int) -> list[tuple[TopicPartition, Any]]:
         """The next ``n`` records the following polls hand out, as far as they are drained now
-        (a seek or reset may still drop them)."""
+        (a seek or reset may still drop them). Fewer than ``n`` drained: takes what librdkafka has
+        queued first, without waiting, so the parse-ahead worker sees the next poll's records
+        rather than none when a drain runs out."""
+        if len(self._drained) < n and not self._deferred:
+            self._take(0)
         return list(itertools.islice(self._drained, n))
 
     def commit(self, offsets: Mapping[TopicPartition, int], timeout_ms: int = 5000) -> bool:

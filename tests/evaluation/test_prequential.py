@@ -271,9 +271,10 @@ def _probabilities(y_true: list[int], y_pred: list[int], n_classes: int, seed: i
     return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("batch", [1, 3, 10])
+@pytest.mark.parametrize("batch", [1, 3, 10, 300])
 def test_queued_outcomes_equal_recording_each_at_once(batch: int) -> None:
-    # Two tasks, a drift in the middle, a nan row, micro-batches that straddle the 256 flush.
+    # Two tasks, a drift in the middle, a nan row, micro-batches that straddle the 256 flush, and
+    # micro-batches larger than the queue (recorded at once).
     y_true, y_pred = errors_at_rates([0.05, 0.6], 700, seed=1)
     probs = _probabilities(y_true, y_pred, 2, seed=1)
     probs[5] = np.nan
@@ -307,4 +308,44 @@ def test_queued_outcomes_are_dropped_by_a_restore_and_checked_when_queued() -> N
         m.add_probabilities(np.eye(3, dtype=np.float32), [0, 1, 3])
     with pytest.raises(ValueError, match="shape"):
         m.add_probabilities(np.eye(3, dtype=np.float32), [0, 1])
+    with pytest.raises(ValueError, match="shape"):  # one class short: not n_classes wide
+        m.add_probabilities(np.eye(3, dtype=np.float32)[:, :2], [0, 1, 2])
     assert m.n == 2
+
+
+def test_runs_of_micro_batches_queue_as_each_batch_would() -> None:
+    # What the daemon hands over once a poll: one array for many micro-batches of several tasks
+    # (and none), in chunks that straddle the 256 flush and exceed it.
+    y_true, y_pred = errors_at_rates([0.1, 0.5, 0.2], 300, seed=2)
+    probs = _probabilities(y_true, y_pred, 2, seed=2)
+    tasks: list[int | None] = [None if i < 100 else i // 250 for i in range(len(y_true))]
+    per_batch = PrequentialMetrics(n_classes=2, window=40)
+    per_poll = PrequentialMetrics(n_classes=2, window=40)
+    for i in range(len(y_true)):
+        per_batch.add_probabilities(probs[i : i + 1], y_true[i : i + 1], tasks[i])
+    start = 0
+    for size in [1, 7, 100, 3, 300, 5, 200, 284]:
+        chunk = tasks[start : start + size]
+        runs: list[tuple[int | None, int]] = []
+        for task in chunk:
+            if runs and runs[-1][0] == task:
+                runs[-1] = (task, runs[-1][1] + 1)
+            else:
+                runs.append((task, 1))
+        per_poll.add_runs(probs[start : start + size], y_true[start : start + size], runs)
+        start += size
+    assert start == len(y_true)
+    assert per_poll.state_dict() == per_batch.state_dict()
+    assert per_poll.snapshot() == per_batch.snapshot()
+    assert per_poll.drifts >= 1  # the error rate jumps: ADWIN saw the outcomes in order
+
+
+def test_runs_that_do_not_cover_the_rows_are_refused_whole() -> None:
+    m = PrequentialMetrics(n_classes=3)
+    with pytest.raises(ValueError, match="runs of"):
+        m.add_runs(np.eye(3, dtype=np.float32), [0, 1, 2], [(0, 2)])
+    with pytest.raises(ValueError, match="outside"):
+        m.add_runs(np.eye(3, dtype=np.float32), [0, 1, 3], [(0, 1), (1, 2)])
+    with pytest.raises(TypeError):
+        m.add_runs(np.eye(3, dtype=np.float32), [0, 1, 2], [(0, 1), (1.5, 2)])  # type: ignore[list-item]
+    assert m.n == 0 and m.task_counts == {}
