@@ -78,7 +78,9 @@ _JSON_KINDS: dict[type, str] = {
 _MAX_LOGGED_BUGS = 10
 
 
-@dataclass(frozen=True, slots=True)
+# Example and Parsed are values, never changed once made, but not frozen: a frozen dataclass sets
+# each field through object.__setattr__ (0.72 µs against 0.32 for these six), once a message.
+@dataclass(slots=True)
 class Example:
     """One accepted message, ready for a learner."""
 
@@ -90,7 +92,7 @@ class Example:
     ts: int | None  # epoch milliseconds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parsed:
     """A message whose bytes, JSON and features are valid: what :meth:`Decoder.parse` leaves to
     :meth:`Decoder.finish` (the label, task, id and ts, checked against the maps in stream order)."""
