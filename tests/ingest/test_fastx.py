@@ -10,7 +10,7 @@ import pytest
 
 from streamlearn.ingest import decode as decode_mod
 from streamlearn.ingest import fastx
-from streamlearn.ingest.decode import Decoder, Example, Rejection
+from streamlearn.ingest.decode import Decoder, Example, Parsed, Rejection
 from streamlearn.ingest.labels import LabelMap, TaskMap
 from streamlearn.produce import encode
 
@@ -192,3 +192,23 @@ def test_parse_many_is_parse_one_by_one() -> None:
             fast += isinstance(raw, bytes) and fastx.parse_fast(raw, 2) is not None
     assert fast > 250  # most took the fast path, so the batch scan decided them
     assert dec.parse_many([]) == []
+
+
+def test_parse_many_parses_one_by_one_if_the_batch_scan_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the batch scan costs speed, not messages: every message is then parsed alone."""
+    raws: list[object] = [b'{"x":[1,2],"y":1}', b"not json", None, b'{"x":[0.25,-3e5],"y":2,"task":"a"}']
+    dec = Decoder(2, LabelMap(10), TaskMap())
+
+    def broken(batch: list[bytes], n: int) -> None:
+        raise IndexError("a bug in the batch scanner")
+
+    monkeypatch.setattr(decode_mod, "scan_many", broken)
+    many = dec.parse_many(raws)
+    one = [dec.parse(raw) for raw in raws]
+    assert [type(r) for r in many] == [type(r) for r in one] == [Parsed, Rejection, Rejection, Parsed]
+    for a, b in zip(many, one, strict=True):
+        if isinstance(b, Rejection):
+            assert a == b
+        else:
+            assert isinstance(a, Parsed) and a.doc == b.doc
+            np.testing.assert_array_equal(a.x, b.x)
