@@ -149,11 +149,21 @@ def bench_run(learner: str, path: str, stream: TaskStream) -> dict[str, Any]:
 STEPS: dict[str, list[tuple[Any, str]]] = {
     "learn (learner)": [(Learner, "learn")],
     "predict (learner)": [(Learner, "predict_proba")],
-    "fetch: source poll": [(KafkaSource, "poll"), (LibrdkafkaSource, "poll")],
+    # librdkafka's drain runs in poll, or in peek when the drained records run short
+    "fetch: source poll": [
+        (KafkaSource, "poll"),
+        (LibrdkafkaSource, "poll"),
+        (KafkaSource, "peek"),
+        (LibrdkafkaSource, "peek"),
+    ],
     "decode + validate": [(Decoder, "parse"), (Decoder, "finish")],
     "consume loop (per message)": [(TestThenTrain, "consume")],
-    "batch to tensors": [(TestThenTrain, "learn_pending")],
-    "prequential metrics": [(PrequentialMetrics, "add_probabilities"), (PrequentialMetrics, "_flush")],
+    "batch to tensors": [(TestThenTrain, "learn_pending"), (TestThenTrain, "_learn_batch")],
+    "prequential metrics": [
+        (TestThenTrain, "_record_scored"),
+        (PrequentialMetrics, "add_runs"),
+        (PrequentialMetrics, "_flush"),
+    ],
     "update metrics + publish": [(TestThenTrain, "_observe_update")],
     "guard hooks": [(GuardHooks, "learned"), (Guardrails, "champion_predict")],
     "checkpoints": [(Daemon, "_checkpoint")],
