@@ -118,8 +118,8 @@ def test_prequential_metrics_are_those_of_testing_then_learning_each_example_in_
     # The daemon hands its scores to the metrics once a poll; that must change no value. SGD, because
     # its updates here are bit-for-bit those of a learner fed one example at a time. ER's are not: with
     # the same inputs, weights, buffer and random state, an update rounds its last bit differently
-    # when the example's row lies at another memory alignment (a row of the parse-ahead's block is
-    # 16-byte aligned, a lone array 64), and a few predictions then differ.
+    # when the example's array lies at another address modulo 64 bytes (numpy promises 16; where
+    # the daemon's arrays land differs from a plain loop's), and a few predictions then differ.
     n = 1500
     stream_2 = stream_messages("rotated-mnist-10k", n_tasks=2)
     msgs = [encode(m) for m, _ in zip(stream_2, range(n), strict=False)]
