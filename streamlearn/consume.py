@@ -201,8 +201,7 @@ class TestThenTrain:
             self._scored.append((probs, labels, task))
             if champion_probs is not None:  # the gate may roll back (and restore the metrics)
                 self._record_scored()
-                # on the host, as y is (learner.device: cuda)
-                self.guard.learned(probs.cpu(), champion_probs.cpu(), y, task, self.pending.sources)
+                self.guard.learned(probs, champion_probs, y, task, self.pending.sources)
             now = time.perf_counter()
             self._observe_update(stats, now - t0, now)
         self.pending.clear()
@@ -215,7 +214,7 @@ class TestThenTrain:
         if not scored:
             return
         self._scored = []
-        probs = scored[0][0] if len(scored) == 1 else torch.cat([p for p, _, _ in scored])
+        probs = torch.cat([p for p, _, _ in scored])
         labels = [label for _, batch, _ in scored for label in batch]
         runs = [(task, len(batch)) for _, batch, task in scored]
         self.model.prequential.add_runs(probs.cpu().numpy(), labels, runs)

@@ -84,11 +84,8 @@ class PrequentialMetrics:
         self._losses: deque[float] = deque(maxlen=self._window)
         self._n = 0
         self._drifts = 0
-        # Queued outcomes: their probabilities (rows [0, _queued) of _qprobs), true labels, and the
-        # runs of one task as [task, count] in order.
-        self._qprobs = np.empty((QUEUE_EXAMPLES, self._n_classes), dtype=np.float64)
-        self._qlabels: list[int] = []
-        self._qruns: list[list[Any]] = []
+        # (probabilities float64 (k, n_classes), true labels, [(task, rows)]) per queued call
+        self._queue: list[tuple[np.ndarray, Sequence[int], Sequence[tuple[int | None, int]]]] = []
         self._queued = 0
 
     # -- recording ----------------------------------------------------------------------------------
@@ -154,10 +151,10 @@ class PrequentialMetrics:
         """:meth:`add_probabilities` for several micro-batches at once: ``runs`` gives their tasks in
         order as (task, number of rows). Nothing is queued if anything is refused."""
         k = len(y_true)
-        shape = getattr(probs, "shape", None)
-        if shape != (k, self._n_classes) or sum(count for _, count in runs) != k:
+        probs = np.array(probs, dtype=np.float64)  # a copy: the caller may reuse its buffer
+        if probs.shape != (k, self._n_classes) or sum(count for _, count in runs) != k:
             raise ValueError(
-                f"probabilities of shape {shape} for {k} labels of {self._n_classes} classes "
+                f"probabilities of shape {probs.shape} for {k} labels of {self._n_classes} classes "
                 f"in runs of {[count for _, count in runs]}"
             )
         for t in y_true:
@@ -165,31 +162,21 @@ class PrequentialMetrics:
         for task, _ in runs:
             if task is not None:
                 operator.index(task)
-        if self._queued + k > QUEUE_EXAMPLES:
+        self._queue.append((probs, y_true, runs))
+        self._queued += k
+        if self._queued >= QUEUE_EXAMPLES:
             self._flush()
-            if k > QUEUE_EXAMPLES:  # more than the queue holds: recorded at once
-                self._record(np.array(probs, dtype=np.float64), list(y_true), [list(r) for r in runs])
-                return
-        q = self._queued
-        self._qprobs[q : q + k] = probs
-        self._queued = q + k
-        self._qlabels.extend(y_true)
-        queued = self._qruns
-        for task, count in runs:
-            if queued and queued[-1][0] == task:
-                queued[-1][1] += count
-            else:
-                queued.append([task, count])
 
     def _flush(self) -> None:
         """Record the queued outcomes in order, as ``update`` would one by one (same values)."""
-        if not self._queued:
+        if not self._queue:
             return
-        probs, labels, runs = self._qprobs[: self._queued], self._qlabels, self._qruns
-        self._qlabels, self._qruns, self._queued = [], [], 0
-        self._record(probs, labels, runs)
+        queue, self._queue, self._queued = self._queue, [], 0
+        labels = [t for _, y, _ in queue for t in y]
+        runs = [run for _, _, batch_runs in queue for run in batch_runs]
+        self._record(np.concatenate([p for p, _, _ in queue]), labels, runs)
 
-    def _record(self, probs: np.ndarray, y: Sequence[int], runs: list[list[Any]]) -> None:
+    def _record(self, probs: np.ndarray, y: Sequence[int], runs: Sequence[tuple[int | None, int]]) -> None:
         """Record outcomes in order: float64 ``probs`` (n, n_classes), true labels, [task, count] runs."""
         y_true = np.array(y, dtype=np.int64)
         labels = y_true.tolist()  # Python ints: the window goes into checkpoints
@@ -198,32 +185,30 @@ class PrequentialMetrics:
         # Confusion counts: one weighted update per non-empty cell instead of one per example, and
         # per task once per run of batches of that task.
         self._add_counts(self._accuracy, y_true, pred)
-        start = 0
+        merged: list[list[Any]] = []  # [task, rows]: consecutive batches of one task together
         for task, count in runs:
+            if merged and merged[-1][0] == task:
+                merged[-1][1] += count
+            else:
+                merged.append([task, count])
+        start = 0
+        for task, count in merged:
             if task is not None:
                 stop = start + count
                 metric = self._task_metric(operator.index(task))
                 self._add_counts(metric, y_true[start:stop], pred[start:stop])
             start += count
         self._losses.extend(losses)
-        # The window and ADWIN need the order, one outcome at a time (the window's push inlined).
-        adwin, on_drift, recent, window = self._adwin, self.on_drift, self._recent, self._window
-        correct, n = self._recent_correct, self._n
+        # The window and ADWIN need the order, one outcome at a time.
+        adwin, push, on_drift = self._adwin, self._push_recent, self.on_drift
         for t, p in zip(labels, y_pred, strict=True):
-            if len(recent) == window:
-                old_true, old_pred = recent[0]
-                correct -= old_true == old_pred
-            recent.append((t, p))
-            right = t == p
-            correct += right
-            n += 1
-            adwin.update(0.0 if right else 1.0)
+            push(t, p)
+            self._n += 1
+            adwin.update(0.0 if t == p else 1.0)
             if adwin.drift_detected:
                 self._drifts += 1
-                self._recent_correct, self._n = correct, n
                 if on_drift is not None:
-                    on_drift(n, correct / len(recent))
-        self._recent_correct, self._n = correct, n
+                    on_drift(self._n, self._recent_correct / len(self._recent))
 
     def _add_counts(self, metric: metrics.Accuracy, y_true: np.ndarray, y_pred: np.ndarray) -> None:
         n = self._n_classes

@@ -110,9 +110,9 @@ class Guardrails:
         if champion_probs is None:
             return Verdict("wait")
         self.journal.extend(sources)
-        self.gate.observe(
-            challenger_right=(probs.argmax(dim=1) == y).tolist(),
-            champion_right=(champion_probs.argmax(dim=1) == y).tolist(),
+        self.gate.observe(  # on the host, where the labels are (learner.device: cuda)
+            challenger_right=(probs.argmax(dim=1).cpu() == y.cpu()).tolist(),
+            champion_right=(champion_probs.argmax(dim=1).cpu() == y.cpu()).tolist(),
         )
         if not self.gate.candidate_due:
             return Verdict("wait", self.gate.reason)

@@ -9,6 +9,8 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,22 @@ def _source(broker: EmbeddedBroker, topic: str, group: str, **kw: int) -> Librdk
     return LibrdkafkaSource(
         KafkaConfig(topic=topic, group_id=group, client="librdkafka", **kw), broker.bootstrap_servers
     )
+
+
+@contextmanager
+def _assigned(broker: EmbeddedBroker, topic: str, group: str, **kw: int) -> Iterator[LibrdkafkaSource]:
+    """A source with its partitions assigned (not yet positioned), closed afterwards."""
+    source = _source(broker, topic, group, **kw)
+    try:
+        source.assign()
+        yield source
+    finally:
+        source.close()
+
+
+def _produce_numbered(broker: EmbeddedBroker, topic: str, n: int) -> None:
+    """n records whose x is their offset."""
+    produce([{"x": [float(i)], "y": 0} for i in range(n)], broker.bootstrap_servers, topic, progress=None)
 
 
 def test_every_record_once_in_order_and_peek_shows_the_next_poll(
@@ -86,10 +104,8 @@ def test_peek_takes_more_from_librdkafka_when_the_drained_records_run_short(
     # The parse-ahead worker parses what peek shows: when a drain runs out, the next poll's records
     # must be there already, not parsed on the daemon's thread after the next drain.
     monkeypatch.setattr("streamlearn.ingest.source_librdkafka.DRAIN_RECORDS", 150)
-    produce([{"x": [float(i)], "y": 0} for i in range(250)], broker.bootstrap_servers, topic, progress=None)
-    source = _source(broker, topic, unique_group, max_poll_records=100)
-    try:
-        source.assign()
+    _produce_numbered(broker, topic, 250)
+    with _assigned(broker, topic, unique_group, max_poll_records=100) as source:
         source.seek({})
         first = [rec.offset for _, rec in source.poll(5000)]
         assert first == list(range(100))  # a drain takes 150 at most: 50 are left drained
@@ -101,43 +117,31 @@ def test_peek_takes_more_from_librdkafka_when_the_drained_records_run_short(
         assert ahead == list(range(100, 200))
         assert [rec.offset for _, rec in source.poll(5000)] == ahead  # the very records peek showed
         assert [rec.offset for _, rec in source.poll(5000)] == list(range(200, 250))
-    finally:
-        source.close()
 
 
 def test_commit_is_the_groups_committed_offset_and_a_new_source_resumes_there(
     broker: EmbeddedBroker, topic: str, unique_group: str
 ) -> None:
-    produce([{"x": [float(i)], "y": 0} for i in range(8)], broker.bootstrap_servers, topic, progress=None)
+    _produce_numbered(broker, topic, 8)
     tp = TopicPartition(topic, 0)
-    source = _source(broker, topic, unique_group)
-    try:
-        source.assign()
+    with _assigned(broker, topic, unique_group) as source:
         source.seek({})
         assert source.commit({tp: 5}) is True
-    finally:
-        source.close()
     assert committed(broker, unique_group, topic) == 5  # as kafka-python (and kafka-consumer-groups) see it
-    again = _source(broker, topic, unique_group)
-    try:
-        again.assign()
+    with _assigned(broker, topic, unique_group) as again:
         assert again.seek({}) == {f"{topic}:0": "committed offset 5"}
         assert again.position(tp) == 5
         assert next(iter(again.poll(5000)))[1].offset == 5
         # a fleet never reads the group's commit: the reset policy decides
         assert again.seek({}, group_commit=False) == {f"{topic}:0": "beginning (auto_offset_reset=earliest)"}
-    finally:
-        again.close()
 
 
 def test_a_position_beyond_the_high_watermark_is_out_of_range_and_reset_applies_the_policy(
     broker: EmbeddedBroker, topic: str, unique_group: str
 ) -> None:
-    produce([{"x": [float(i)], "y": 0} for i in range(3)], broker.bootstrap_servers, topic, progress=None)
+    _produce_numbered(broker, topic, 3)
     tp = TopicPartition(topic, 0)
-    source = _source(broker, topic, unique_group)
-    try:
-        source.assign()
+    with _assigned(broker, topic, unique_group) as source:
         source.seek({f"{topic}:0": 10})  # a checkpoint of a topic since recreated with 3 records
         with pytest.raises(OffsetOutOfRange) as caught:
             deadline = time.monotonic() + 20
@@ -151,8 +155,6 @@ def test_a_position_beyond_the_high_watermark_is_out_of_range_and_reset_applies_
         assert list(source.poll(500)) == []
         assert source.reset(tp, "earliest") == 0
         assert next(iter(source.poll(5000)))[1].offset == 0
-    finally:
-        source.close()
 
 
 def test_kafka_client_chooses_the_source_and_a_bad_one_is_a_config_error_naming_the_key(
